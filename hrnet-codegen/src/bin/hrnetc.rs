@@ -1,0 +1,2 @@
+//! `hrnetc`: the HRNet compiler's command line.
+fn main() {}

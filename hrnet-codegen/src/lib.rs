@@ -1,0 +1,2 @@
+//! hrnet-codegen: back ends (Rust emitter, cranelift JIT), the build.rs API and `hrnetc`.
+#![deny(missing_docs)]

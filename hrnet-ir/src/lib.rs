@@ -1,0 +1,2 @@
+//! hrnet-ir: the HRNet front end, IR, passes, printers and reference interpreter.
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! Convolution kernels, activation layouts and the thread pool.

@@ -1,0 +1,15 @@
+//! hrnet-runtime: everything a compiled HRNet model links against.
+//!
+//! - [`weights`]: checkpoint readers (safetensors, `.pth` zip and legacy, training checkpoints)
+//!   with a pickle reader that never executes anything, and strict binding against a tensor list.
+//! - [`npy`]: `.npy` input and output.
+//! - [`kernels`]: convolution kernels, activation layouts and the thread pool.
+//! - [`pose`]: the official top-down pose pipeline around the network (crop, normalize, decode).
+//!
+//! **This crate never depends on hrnet-ir, quote or cranelift.**
+#![deny(missing_docs)]
+
+pub mod kernels;
+pub mod npy;
+pub mod pose;
+pub mod weights;

@@ -1,0 +1,1 @@
+//! The official top-down pose pipeline: box to crop, normalization, heatmap decoding.

@@ -1,0 +1,1 @@
+//! Checkpoint readers and strict binding of named tensors.
