@@ -1,2 +1,40 @@
 //! hrnet-ir: the HRNet front end, IR, passes, printers and reference interpreter.
+//!
+//! Pipeline: [`front::parse`] (YAML → [`front::Network`]) → [`lower::lower`] (→ raw
+//! [`ir::Graph`]) → [`passes`] (fold, fuse, plan memory) → printers ([`print`]) and the
+//! reference interpreter ([`interp`]). **hrnet-ir knows nothing about code generation.**
 #![deny(missing_docs)]
+
+pub mod front;
+pub mod interp;
+pub mod ir;
+pub mod lower;
+pub mod passes;
+pub mod print;
+pub mod stats;
+pub mod verify;
+
+pub use front::{ConfigError, Network};
+pub use ir::{Graph, Node, NodeId, Op, Shape, TensorSpec};
+
+/// Anything that can go wrong turning a config into a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The config is wrong: the user's to fix.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The compiler is wrong: a verifier failure after lowering or a pass.
+    #[error(transparent)]
+    Internal(#[from] passes::PassError),
+}
+
+/// Parses `src`, lowers it and verifies the raw graph.
+pub fn build(src: &str) -> Result<(Network, Graph), BuildError> {
+    let net = front::parse(src)?;
+    let g = lower::lower(&net);
+    verify::verify(&g).map_err(|error| passes::PassError {
+        pass: "lower".into(),
+        error,
+    })?;
+    Ok((net, g))
+}

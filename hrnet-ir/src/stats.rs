@@ -1,0 +1,79 @@
+//! Network statistics: conv count, multiply-accumulates, parameters, arena size.
+
+use crate::ir::{Graph, Op};
+use crate::passes::plan_memory::plan_memory_with;
+use std::fmt;
+
+/// What `hrnetc graph --stats` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Convolutions.
+    pub convs: usize,
+    /// Multiply-accumulates of all convolutions.
+    pub macs: u64,
+    /// Learned parameters: conv weights and biases, BatchNorm γ and β (running statistics
+    /// and `num_batches_tracked` are buffers, not parameters).
+    pub params: u64,
+    /// Activation arena in bytes (NCHW f32), and without reuse.
+    pub arena_bytes: usize,
+    /// Sum of all arena values' sizes.
+    pub total_bytes: usize,
+}
+
+/// Computes the statistics of `g` (any stage of the pipeline gives the same counts).
+pub fn stats(g: &Graph) -> Stats {
+    let mut s = Stats {
+        convs: 0,
+        macs: 0,
+        params: 0,
+        arena_bytes: 0,
+        total_bytes: 0,
+    };
+    for n in g.g.node_indices() {
+        let node = g.node(n);
+        match &node.op {
+            Op::Conv(c) => {
+                s.convs += 1;
+                s.macs += (node.shape.len() * c.in_channels * c.kernel * c.kernel) as u64;
+                s.params += (c.out_channels * c.in_channels * c.kernel * c.kernel) as u64;
+                if c.bias {
+                    s.params += c.out_channels as u64;
+                }
+                if c.bn.is_some() {
+                    s.params += 2 * c.out_channels as u64;
+                }
+            }
+            Op::BatchNorm(_) => s.params += 2 * node.shape.c as u64,
+            _ => {}
+        }
+    }
+    let plan = g
+        .memory
+        .clone()
+        .or_else(|| plan_memory_with(g, &|sh| sh.len() * 4));
+    if let Some(p) = plan {
+        s.arena_bytes = p.arena_bytes;
+        s.total_bytes = p.total_bytes;
+    }
+    s
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "convs        {}", self.convs)?;
+        writeln!(
+            f,
+            "MACs         {} ({:.3}e9)",
+            self.macs,
+            self.macs as f64 / 1e9
+        )?;
+        writeln!(f, "parameters   {}", self.params)?;
+        write!(
+            f,
+            "arena bytes  {} ({:.1} MiB; {:.1} MiB without reuse)",
+            self.arena_bytes,
+            self.arena_bytes as f64 / (1 << 20) as f64,
+            self.total_bytes as f64 / (1 << 20) as f64
+        )
+    }
+}
