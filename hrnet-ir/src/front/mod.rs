@@ -79,6 +79,10 @@ fn from_serde(e: &serde_yaml::Error) -> ConfigError {
         }
         _ => (String::new(), text.clone()),
     };
+    let message = match message.split_once("expected struct ") {
+        Some((head, _)) => format!("{head}expected a mapping of keys"),
+        None => message,
+    };
     let message = if path.is_empty() && !message.starts_with("invalid") && e.location().is_some() {
         format!("YAML syntax error: {message}")
     } else {

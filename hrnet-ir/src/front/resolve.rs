@@ -259,26 +259,24 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
                 ))
             }
         }
-        let list = |key: &str,
-                    v: &Option<Vec<i64>>,
-                    max: usize|
-         -> Result<Vec<usize>, ConfigError> {
-            let path = p(key);
-            let v = v.as_ref().ok_or_else(|| err(&path, "missing".into()))?;
-            if v.len() != branches {
-                return Err(err(
-                    &path,
-                    format!(
+        let list =
+            |key: &str, v: &Option<Vec<i64>>, max: usize| -> Result<Vec<usize>, ConfigError> {
+                let path = p(key);
+                let v = v.as_ref().ok_or_else(|| err(&path, "missing".into()))?;
+                if v.len() != branches {
+                    return Err(err(
+                        &path,
+                        format!(
                         "has {} entries but NUM_BRANCHES is {branches}: expected one per branch",
                         v.len()
                     ),
-                ));
-            }
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| count(&format!("{path}[{i}]"), Some(x), max))
-                .collect()
-        };
+                    ));
+                }
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &x)| count(&format!("{path}[{i}]"), Some(x), max))
+                    .collect()
+            };
         let blocks = list("NUM_BLOCKS", &s.NUM_BLOCKS, MAX_BLOCKS)?;
         let planes = list("NUM_CHANNELS", &s.NUM_CHANNELS, MAX_CHANNELS)?;
         if idx == 1 && branches != 1 {
