@@ -181,7 +181,7 @@ MODEL:
         let at = |p: &str| s.find(p).map(|p| (p.line, p.col));
         assert_eq!(at("GPUS"), Some((1, 1)));
         assert_eq!(at("MODEL.NAME"), Some((3, 3)));
-        assert_eq!(at("MODEL.IMAGE_SIZE[1]"), Some((4, 20)));
+        assert_eq!(at("MODEL.IMAGE_SIZE[1]"), Some((4, 21)));
         assert_eq!(at("MODEL.EXTRA.STAGE2.NUM_CHANNELS[1]"), Some((9, 9)));
         assert_eq!(at("MODEL.EXTRA.STAGE3.NUM_BLOCKS[0]"), Some((12, 11)));
         assert_eq!(at("MODEL.HEATMAP_SIZE[0]"), Some((14, 5)));
