@@ -1,1 +1,393 @@
 //! The official top-down pose pipeline: box to crop, normalization, heatmap decoding.
+//!
+//! A pose network maps a person crop to heatmaps; people want keypoints in the image. This module
+//! is the official pipeline around the network (deep-high-resolution-net.pytorch's validation
+//! path), reproduced to the bit where it can be:
+//!
+//! ```text
+//! box ─► CenterScale::from_box ─► get_affine_transform ─► warp_affine_linear ─► normalize_rgb
+//!    (pad to aspect, ×1.25, /200)   (3 points, OpenCV LU)   (OpenCV fixed point)  (ImageNet, CHW)
+//!  ─► model ─► [flip test: flip_width, model, flip_average] ─► decode_heatmaps ─► keypoints
+//! ```
+//!
+//! [`PoseEstimator`] runs all of it for any engine implementing [`HeatmapModel`] (the reference
+//! interpreter, a generated model, the JIT), with buffers allocated once; every step is also a
+//! free function. [`draw_keypoints`] renders the result, [`load_rgb`] and [`save_png`] do the I/O.
+//!
+//! - [`transform`]: boxes, center/scale, the affine transform.
+//! - [`warp`]: the bit-exact `cv2.warpAffine` for 8-bit images.
+//! - [`preprocess`]: crop + normalization.
+//! - [`decode`]: flip test and heatmap decoding.
+//! - [`skeleton`]: COCO and MPII layouts (flip pairs, skeletons).
+//! - [`draw`]: rendering and image files.
+
+pub mod decode;
+pub mod draw;
+pub mod preprocess;
+pub mod skeleton;
+pub mod transform;
+pub mod warp;
+
+use std::path::PathBuf;
+
+pub use decode::{decode_heatmaps, flip_average, HeatmapShape, Keypoint};
+pub use draw::{draw_keypoints, load_rgb, save_png, DrawStyle};
+pub use preprocess::{crop_person, flip_width, normalize_rgb, preprocess};
+pub use skeleton::Dataset;
+pub use transform::{get_affine_transform, Affine2x3, BoxXywh, CenterScale};
+pub use warp::{warp_affine_linear, ImageU8};
+
+/// The error a [`HeatmapModel`] reports.
+pub type ModelError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything that can go wrong in the pose pipeline. None of it panics.
+#[derive(Debug, thiserror::Error)]
+pub enum PoseError {
+    /// A box with a non-finite coordinate or a non-positive width or height.
+    #[error("invalid person box x={x} y={y} w={w} h={h}: coordinates must be finite, width and height > 0")]
+    InvalidBox {
+        /// Left edge.
+        x: f64,
+        /// Top edge.
+        y: f64,
+        /// Width.
+        w: f64,
+        /// Height.
+        h: f64,
+    },
+    /// A zero network input (or crop) size.
+    #[error("invalid network input size {width}x{height}")]
+    InvalidInputSize {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+    },
+    /// A zero heatmap size.
+    #[error("invalid heatmap size {width}x{height}")]
+    InvalidHeatmapSize {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+    },
+    /// A model that predicts no joint.
+    #[error("the model predicts no joint")]
+    NoJoints,
+    /// An image with no pixel.
+    #[error("the image is empty (0 pixels)")]
+    EmptyImage,
+    /// An image larger than OpenCV's 16-bit coordinates allow.
+    #[error("image {width}x{height} is too large: at most 32767 pixels per side")]
+    ImageTooLarge {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+    },
+    /// An image with a channel count the warp does not handle.
+    #[error("images with {0} channels are not supported (1 to 4)")]
+    Channels(usize),
+    /// A buffer of the wrong length.
+    #[error("{what} has {got} values, expected {expected}")]
+    BufferSize {
+        /// Which buffer.
+        what: &'static str,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// A center/scale whose three-point system is singular (zero or non-finite scale).
+    #[error("degenerate crop transform for center {center:?}, scale {scale:?}")]
+    DegenerateTransform {
+        /// Center.
+        center: [f32; 2],
+        /// Scale.
+        scale: [f32; 2],
+    },
+    /// A flip pair naming a joint the heatmaps do not have.
+    #[error("flip pair ({a}, {b}) is out of range for {joints} joints")]
+    FlipPair {
+        /// First joint.
+        a: usize,
+        /// Second joint.
+        b: usize,
+        /// Number of joints.
+        joints: usize,
+    },
+    /// Flip test asked for a keypoint layout without known left/right pairs.
+    #[error(
+        "flip test needs left/right joint pairs, known only for COCO (17 joints) and MPII (16); \
+         this model has {num_joints} joints"
+    )]
+    FlipUnsupported {
+        /// Number of joints.
+        num_joints: usize,
+    },
+    /// The model's joint count differs from the chosen dataset's.
+    #[error("the model predicts {model} joints but the dataset layout has {dataset}")]
+    JointMismatch {
+        /// Joints of the model.
+        model: usize,
+        /// Joints of the dataset.
+        dataset: usize,
+    },
+    /// The model failed.
+    #[error("the pose model failed: {0}")]
+    Model(#[source] ModelError),
+    /// An image file that cannot be read, decoded or written.
+    #[error("image file {path}: {source}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// What the `image` crate said.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// A pose network as the pipeline sees it: one `1×3×H×W` normalized RGB crop in, `1×J×h×w`
+/// heatmaps out. Implement it for any engine.
+pub trait HeatmapModel {
+    /// Network input `(width, height)` (the config's `IMAGE_SIZE`).
+    fn input_size(&self) -> (usize, usize);
+
+    /// Number of joints `J` (the config's `NUM_JOINTS`).
+    fn num_joints(&self) -> usize;
+
+    /// Heatmap `(width, height)`; HRNet's is a quarter of the input size.
+    fn heatmap_size(&self) -> (usize, usize) {
+        let (w, h) = self.input_size();
+        (w / 4, h / 4)
+    }
+
+    /// Runs the network: `input` holds `3·H·W` values, `heatmaps` receives `J·h·w`.
+    fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError>;
+}
+
+impl<M: HeatmapModel + ?Sized> HeatmapModel for &mut M {
+    fn input_size(&self) -> (usize, usize) {
+        (**self).input_size()
+    }
+    fn num_joints(&self) -> usize {
+        (**self).num_joints()
+    }
+    fn heatmap_size(&self) -> (usize, usize) {
+        (**self).heatmap_size()
+    }
+    fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        (**self).run(input, heatmaps)
+    }
+}
+
+impl<M: HeatmapModel + ?Sized> HeatmapModel for Box<M> {
+    fn input_size(&self) -> (usize, usize) {
+        (**self).input_size()
+    }
+    fn num_joints(&self) -> usize {
+        (**self).num_joints()
+    }
+    fn heatmap_size(&self) -> (usize, usize) {
+        (**self).heatmap_size()
+    }
+    fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        (**self).run(input, heatmaps)
+    }
+}
+
+/// One person's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonKeypoints {
+    /// The box it came from.
+    pub bbox: BoxXywh,
+    /// The crop's center and scale.
+    pub center_scale: CenterScale,
+    /// One keypoint per joint, in image pixels.
+    pub keypoints: Vec<Keypoint>,
+}
+
+/// The whole top-down pipeline around a [`HeatmapModel`], with every buffer allocated once: after
+/// construction, [`PoseEstimator::estimate_into`] allocates nothing (given an output vector that
+/// has held as many people before).
+#[derive(Debug)]
+pub struct PoseEstimator<M> {
+    model: M,
+    dataset: Dataset,
+    input_w: usize,
+    input_h: usize,
+    shape: HeatmapShape,
+    crop: Vec<u8>,
+    input: Vec<f32>,
+    input_flipped: Vec<f32>,
+    heatmaps: Vec<f32>,
+    heatmaps_flipped: Vec<f32>,
+    average: Vec<f64>,
+}
+
+impl<M: HeatmapModel> PoseEstimator<M> {
+    /// An estimator whose keypoint layout follows the joint count ([`Dataset::from_num_joints`]).
+    ///
+    /// Errors: zero input or heatmap size, no joint.
+    pub fn new(model: M) -> Result<Self, PoseError> {
+        let dataset = Dataset::from_num_joints(model.num_joints());
+        Self::with_dataset(model, dataset)
+    }
+
+    /// An estimator with an explicit keypoint layout.
+    ///
+    /// Errors: as [`PoseEstimator::new`], and a layout whose joint count differs from the model's.
+    pub fn with_dataset(model: M, dataset: Dataset) -> Result<Self, PoseError> {
+        let (input_w, input_h) = model.input_size();
+        let (hm_w, hm_h) = model.heatmap_size();
+        let joints = model.num_joints();
+        if input_w == 0 || input_h == 0 {
+            return Err(PoseError::InvalidInputSize { width: input_w, height: input_h });
+        }
+        if hm_w == 0 || hm_h == 0 {
+            return Err(PoseError::InvalidHeatmapSize { width: hm_w, height: hm_h });
+        }
+        if joints == 0 {
+            return Err(PoseError::NoJoints);
+        }
+        if dataset.num_joints() != joints {
+            return Err(PoseError::JointMismatch { model: joints, dataset: dataset.num_joints() });
+        }
+        let shape = HeatmapShape { joints, height: hm_h, width: hm_w };
+        let plane = input_w * input_h;
+        Ok(PoseEstimator {
+            model,
+            dataset,
+            input_w,
+            input_h,
+            shape,
+            crop: vec![0; 3 * plane],
+            input: vec![0.0; 3 * plane],
+            input_flipped: vec![0.0; 3 * plane],
+            heatmaps: vec![0.0; shape.len()],
+            heatmaps_flipped: vec![0.0; shape.len()],
+            average: vec![0.0; shape.len()],
+        })
+    }
+
+    /// The keypoint layout.
+    pub fn dataset(&self) -> Dataset {
+        self.dataset
+    }
+
+    /// Network input `(width, height)`.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.input_w, self.input_h)
+    }
+
+    /// Shape of the heatmaps.
+    pub fn heatmap_shape(&self) -> HeatmapShape {
+        self.shape
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The model, mutably.
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// Gives the model back.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// The 8-bit RGB crop (`H×W×3`) of the last person processed.
+    pub fn last_crop(&self) -> &[u8] {
+        &self.crop
+    }
+
+    /// The heatmaps of the last person processed (`J×h×w`, without flip averaging).
+    pub fn last_heatmaps(&self) -> &[f32] {
+        &self.heatmaps
+    }
+
+    /// Keypoints of every person box in `image`; `flip` enables the flip test (two network runs
+    /// per person, about +2 AP on COCO).
+    ///
+    /// Errors: see [`PoseEstimator::estimate_into`].
+    pub fn estimate(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        flip: bool,
+    ) -> Result<Vec<PersonKeypoints>, PoseError> {
+        let mut out = Vec::with_capacity(boxes.len());
+        self.estimate_into(image, boxes, flip, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`PoseEstimator::estimate`], writing one entry per box into `out` and reusing the
+    /// entries (and their keypoint vectors) already there.
+    ///
+    /// Errors: flip asked for a layout without flip pairs, an invalid box, an empty image, a
+    /// model failure. On error `out` holds the people done so far.
+    pub fn estimate_into(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        flip: bool,
+        out: &mut Vec<PersonKeypoints>,
+    ) -> Result<(), PoseError> {
+        let pairs = match (flip, self.dataset.flip_pairs()) {
+            (false, _) => None,
+            (true, Some(pairs)) => Some(pairs),
+            (true, None) => return Err(PoseError::FlipUnsupported { num_joints: self.shape.joints }),
+        };
+        out.truncate(boxes.len());
+        let mut done = 0;
+        for &bbox in boxes {
+            let cs = preprocess(image, bbox, self.input_w, self.input_h, &mut self.crop, &mut self.input);
+            let cs = match cs {
+                Ok(cs) => cs,
+                Err(e) => {
+                    out.truncate(done);
+                    return Err(e);
+                }
+            };
+            if done == out.len() {
+                out.push(PersonKeypoints {
+                    bbox,
+                    center_scale: cs,
+                    keypoints: Vec::with_capacity(self.shape.joints),
+                });
+            }
+            let person = &mut out[done];
+            person.bbox = bbox;
+            person.center_scale = cs;
+            let result = self.run_and_decode(&cs, pairs, &mut person.keypoints);
+            if let Err(e) = result {
+                out.truncate(done);
+                return Err(e);
+            }
+            done += 1;
+        }
+        Ok(())
+    }
+
+    fn run_and_decode(
+        &mut self,
+        cs: &CenterScale,
+        pairs: Option<&[(usize, usize)]>,
+        keypoints: &mut Vec<Keypoint>,
+    ) -> Result<(), PoseError> {
+        self.model.run(&self.input, &mut self.heatmaps).map_err(PoseError::Model)?;
+        match pairs {
+            None => decode_heatmaps(&self.heatmaps, self.shape, cs, keypoints),
+            Some(pairs) => {
+                flip_width(&self.input, self.input_w, &mut self.input_flipped)?;
+                self.model.run(&self.input_flipped, &mut self.heatmaps_flipped).map_err(PoseError::Model)?;
+                flip_average(&self.heatmaps, &self.heatmaps_flipped, self.shape, pairs, &mut self.average)?;
+                decode_heatmaps(&self.average, self.shape, cs, keypoints)
+            }
+        }
+    }
+}
