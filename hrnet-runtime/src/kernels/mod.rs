@@ -1,1 +1,142 @@
 //! Convolution kernels, activation layouts and the thread pool.
+//!
+//! Generated model code calls these layer by layer from a static plan. Everything here is sized
+//! once at load time and allocates nothing per call:
+//!
+//! - [`layout`]: the blocked activation layout `[ceil(C/16)][H+2][W+2][16]` with a zero halo
+//!   ([`ActShape`], [`act_len`], NCHW conversions).
+//! - [`ConvSpec`]: one convolution (shapes, kernel, stride, padding, [`Algo`]); its
+//!   [`ConvSpec::packed_len`] / [`ConvSpec::pack`] turn OIHW weights + bias into the kernel's
+//!   packed form once, and [`conv`] runs it with a fused [`Epilogue`] (bias, residual or
+//!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
+//! - [`eltwise`]: standalone adds for what cannot be fused.
+//! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
+//!
+//! Algorithms: a register-blocked direct convolution (any k×k, stride, padding ≤ 1; 1×1 convs
+//! included) whose microkernel keeps `NB` output blocks × `NP` output pixels in registers and
+//! broadcasts one input channel at a time; and Winograd F(2×2,3×3) / F(4×4,3×3) for 3×3
+//! stride-1 convs, fused per group of tiles (input transform → 16 or 36 small GEMMs with the same
+//! microkernel → output transform + epilogue) in per-thread scratch memory.
+//!
+//! Instruction sets: AVX-512F, AVX2+FMA and a portable fallback, chosen once at run time by
+//! [`Isa::active`] (overridable with `HRNET_ISA=avx512|avx2|portable`) or explicitly with
+//! [`Ctx::with_isa`].
+
+pub mod conv;
+pub mod eltwise;
+pub mod layout;
+pub mod pool;
+mod simd;
+mod winograd;
+
+pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
+pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
+pub use pool::Pool;
+
+use std::sync::OnceLock;
+
+/// Instruction set the kernels run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F + FMA (one `zmm` per channel block).
+    Avx512,
+    /// AVX2 + FMA (two `ymm` per channel block).
+    Avx2,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Isa {
+    /// All instruction sets, best first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
+    /// Whether this CPU can run `self`.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best instruction set this CPU has.
+    pub fn detect() -> Isa {
+        Isa::ALL.into_iter().find(|i| i.is_available()).unwrap_or(Isa::Portable)
+    }
+
+    /// Parses `avx512`, `avx2` or `portable`.
+    pub fn parse(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "avx512" | "avx512f" => Some(Isa::Avx512),
+            "avx2" => Some(Isa::Avx2),
+            "portable" | "scalar" => Some(Isa::Portable),
+            _ => None,
+        }
+    }
+
+    /// The process-wide choice, computed once: `HRNET_ISA` if set to an available instruction
+    /// set, else [`Isa::detect`]. An unknown or unavailable `HRNET_ISA` falls back to the best
+    /// available one below the request.
+    pub fn active() -> Isa {
+        static ACTIVE: OnceLock<Isa> = OnceLock::new();
+        *ACTIVE.get_or_init(|| {
+            let best = Isa::detect();
+            match std::env::var("HRNET_ISA").ok().as_deref().and_then(Isa::parse) {
+                Some(req) => Isa::ALL
+                    .into_iter()
+                    .skip_while(|i| *i != req)
+                    .find(|i| i.is_available())
+                    .unwrap_or(best),
+                None => best,
+            }
+        })
+    }
+}
+
+/// What every kernel call needs besides its tensors: the thread pool and the instruction set.
+#[derive(Debug)]
+pub struct Ctx {
+    pool: Pool,
+    isa: Isa,
+}
+
+impl Ctx {
+    /// `threads` threads (the caller included) with [`Isa::active`].
+    pub fn new(threads: usize) -> Ctx {
+        Ctx { pool: Pool::new(threads), isa: Isa::active() }
+    }
+
+    /// `threads` threads with an explicit instruction set.
+    ///
+    /// # Panics
+    /// If this CPU cannot run `isa`.
+    pub fn with_isa(threads: usize, isa: Isa) -> Ctx {
+        assert!(isa.is_available(), "instruction set {isa:?} is not available on this CPU");
+        Ctx { pool: Pool::new(threads), isa }
+    }
+
+    /// Number of threads (the caller included).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The thread pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}

@@ -1,0 +1,647 @@
+//! Convolutions: the [`ConvSpec`] description, weight packing, the direct kernel and the entry
+//! point [`conv`] shared with the Winograd kernel.
+//!
+//! Packed weights start with the bias padded to whole channel blocks (`ceil(cout/16)·16`
+//! floats). Output channel blocks are processed in *groups* of up to 4 blocks (see
+//! [`group`]); the direct kernel's weights follow as, for each group of `nb` blocks,
+//! `[icb][tap][16 input channels][nb][16 output channels]`, zero-padded. The Winograd layout is
+//! in [`super::winograd`].
+
+use super::layout::{zero_halo, ActShape, BLOCK};
+use super::simd::{Vf, P};
+#[cfg(target_arch = "x86_64")]
+use super::simd::{Y, Z};
+use super::{winograd, Ctx, Isa};
+
+/// Algorithm of one convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algo {
+    /// Register-blocked direct convolution (any kernel size, stride, padding ≤ 1).
+    Direct,
+    /// Winograd F(2×2, 3×3) (3×3, stride 1, padding 1 only).
+    Winograd2,
+    /// Winograd F(4×4, 3×3) (3×3, stride 1, padding 1 only).
+    Winograd4,
+}
+
+/// One convolution layer: shapes and algorithm, all known when the model is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Input height.
+    pub h_in: usize,
+    /// Input width.
+    pub w_in: usize,
+    /// Kernel size (square).
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on every side (at most [`super::HALO`] = 1).
+    pub pad: usize,
+    /// Algorithm.
+    pub algo: Algo,
+}
+
+impl ConvSpec {
+    /// A convolution with the algorithm picked by [`ConvSpec::default_algo`].
+    ///
+    /// # Panics
+    /// If the shape is unsupported (padding > 1, zero sizes, stride 0, empty output).
+    pub const fn new(
+        cin: usize,
+        cout: usize,
+        h_in: usize,
+        w_in: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> ConvSpec {
+        assert!(cin > 0 && cout > 0 && k > 0 && stride > 0, "ConvSpec: zero size");
+        assert!(pad <= super::HALO, "ConvSpec: padding > 1 is not supported");
+        assert!(h_in + 2 * pad >= k && w_in + 2 * pad >= k, "ConvSpec: kernel larger than input");
+        let mut s = ConvSpec { cin, cout, h_in, w_in, k, stride, pad, algo: Algo::Direct };
+        s.algo = s.default_algo();
+        s
+    }
+
+    /// The same convolution with another algorithm.
+    ///
+    /// # Panics
+    /// If `algo` is Winograd and the conv is not 3×3, stride 1, padding 1.
+    pub const fn with_algo(mut self, algo: Algo) -> ConvSpec {
+        if !matches!(algo, Algo::Direct) {
+            assert!(self.is_winograd_shape(), "Winograd needs a 3x3 stride-1 padding-1 conv");
+        }
+        self.algo = algo;
+        self
+    }
+
+    /// Whether Winograd applies (3×3, stride 1, padding 1).
+    pub const fn is_winograd_shape(&self) -> bool {
+        self.k == 3 && self.stride == 1 && self.pad == 1
+    }
+
+    /// The algorithm chosen by measurement on Zen 4 (see `examples/kernel_bench.rs`): Winograd
+    /// F(4×4) for 3×3 stride-1 convs whose output tiles are mostly full, F(2×2) for the smallest
+    /// maps, direct otherwise.
+    pub const fn default_algo(&self) -> Algo {
+        if !self.is_winograd_shape() {
+            return Algo::Direct;
+        }
+        if self.h_in >= 16 && self.w_in >= 12 {
+            Algo::Winograd4
+        } else {
+            Algo::Winograd2
+        }
+    }
+
+    /// Output height.
+    pub const fn h_out(&self) -> usize {
+        (self.h_in + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Output width.
+    pub const fn w_out(&self) -> usize {
+        (self.w_in + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Shape of the input tensor.
+    pub const fn in_shape(&self) -> ActShape {
+        ActShape::new(self.cin, self.h_in, self.w_in)
+    }
+
+    /// Shape of the output tensor (before any upsampling epilogue).
+    pub const fn out_shape(&self) -> ActShape {
+        ActShape::new(self.cout, self.h_out(), self.w_out())
+    }
+
+    /// Multiply-accumulates of the direct algorithm (the conventional count).
+    pub const fn macs(&self) -> usize {
+        self.cin * self.cout * self.k * self.k * self.h_out() * self.w_out()
+    }
+
+    /// Length in floats of the packed weights and bias.
+    pub const fn packed_len(&self) -> usize {
+        let ocb = self.cout.div_ceil(BLOCK);
+        let icb = self.cin.div_ceil(BLOCK);
+        let per_tap = icb * BLOCK * ocb * BLOCK;
+        ocb * BLOCK
+            + match self.algo {
+                Algo::Direct => self.k * self.k * per_tap,
+                Algo::Winograd2 => 16 * per_tap,
+                Algo::Winograd4 => 36 * per_tap,
+            }
+    }
+
+    /// Length in floats of the scratch memory [`conv`] needs with `threads` threads (0 for
+    /// direct convolutions).
+    pub const fn scratch_len(&self, threads: usize) -> usize {
+        match self.algo {
+            Algo::Direct => 0,
+            Algo::Winograd2 => winograd::scratch_per_thread(self, 2) * threads,
+            Algo::Winograd4 => winograd::scratch_per_thread(self, 4) * threads,
+        }
+    }
+
+    /// Packs OIHW weights (`cout · cin · k · k` floats, BatchNorm already folded) and an
+    /// optional bias (`cout` floats; zeros if `None`) into `packed` (exactly
+    /// [`ConvSpec::packed_len`] floats). Done once at load time; Winograd weights are
+    /// transformed in f64.
+    ///
+    /// # Panics
+    /// If a length does not match.
+    pub fn pack(&self, weight: &[f32], bias: Option<&[f32]>, packed: &mut [f32]) {
+        let (cin, cout, k) = (self.cin, self.cout, self.k);
+        assert_eq!(weight.len(), cout * cin * k * k, "pack: weight length");
+        assert_eq!(packed.len(), self.packed_len(), "pack: packed length");
+        let ocb = cout.div_ceil(BLOCK);
+        packed.fill(0.0);
+        if let Some(b) = bias {
+            assert_eq!(b.len(), cout, "pack: bias length");
+            packed[..cout].copy_from_slice(b);
+        }
+        let body = &mut packed[ocb * BLOCK..];
+        match self.algo {
+            Algo::Direct => {
+                let taps = k * k;
+                pack_grouped(cin, cout, taps, body, |oc, ic, t| weight[(oc * cin + ic) * taps + t])
+            }
+            Algo::Winograd2 => winograd::pack(cin, cout, 2, weight, body),
+            Algo::Winograd4 => winograd::pack(cin, cout, 4, weight, body),
+        }
+    }
+}
+
+/// Writes `[group][icb][tap][16][nb][16]` (see the module doc) from `w(oc, ic, tap)`.
+pub(crate) fn pack_grouped(
+    cin: usize,
+    cout: usize,
+    taps: usize,
+    out: &mut [f32],
+    w: impl Fn(usize, usize, usize) -> f32,
+) {
+    let icb = cin.div_ceil(BLOCK);
+    let ocb = cout.div_ceil(BLOCK);
+    for g in 0..n_groups(ocb) {
+        let (sb, nb) = group(ocb, g);
+        let base = icb * taps * BLOCK * BLOCK * sb;
+        for ib in 0..icb {
+            for t in 0..taps {
+                for i in 0..BLOCK {
+                    let ic = ib * BLOCK + i;
+                    if ic >= cin {
+                        continue;
+                    }
+                    for b in 0..nb {
+                        for l in 0..BLOCK {
+                            let oc = (sb + b) * BLOCK + l;
+                            if oc < cout {
+                                let idx = base + (((ib * taps + t) * BLOCK + i) * nb + b) * BLOCK + l;
+                                out[idx] = w(oc, ic, t);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Number of output-channel groups for `ocb` blocks: `ceil(ocb / 4)`.
+pub(crate) const fn n_groups(ocb: usize) -> usize {
+    ocb.div_ceil(4)
+}
+
+/// Group `g` of `ocb` output blocks: `(first block, number of blocks)`, sizes as even as
+/// possible (larger first), at most 4.
+pub(crate) const fn group(ocb: usize, g: usize) -> (usize, usize) {
+    let ng = n_groups(ocb);
+    let base = ocb / ng;
+    let extra = ocb % ng;
+    let start = g * base + if g < extra { g } else { extra };
+    (start, base + if g < extra { 1 } else { 0 })
+}
+
+/// What is added to the convolution result before the optional ReLU.
+#[derive(Clone, Copy, Debug)]
+pub enum Addend<'a> {
+    /// Nothing: the output is written fresh.
+    None,
+    /// A tensor of the output's shape (after upsampling): `out = conv + tensor` (out of place).
+    Tensor(&'a [f32]),
+    /// The output's previous content: `out += conv` (in place).
+    Output,
+}
+
+/// The fused epilogue of a convolution. With `s = conv(x) + bias` (at the conv's resolution):
+/// `out[c][y][x] = relu?( addend[c][y][x] + s[c][y >> u][x >> u] )` where `u = upsample_log2`
+/// and `out` has `2^u` times the conv's height and width.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// What to add.
+    pub add: Addend<'a>,
+    /// Apply ReLU last.
+    pub relu: bool,
+    /// Nearest upsampling factor (log2) from the conv's output to `out`.
+    pub upsample_log2: u32,
+}
+
+impl<'a> Epilogue<'a> {
+    /// `out = relu?(conv + bias)`.
+    pub const fn plain(relu: bool) -> Self {
+        Epilogue { add: Addend::None, relu, upsample_log2: 0 }
+    }
+    /// `out = relu?(conv + bias + residual)` (Basic-block second conv, first exchange summand).
+    pub const fn residual(residual: &'a [f32], relu: bool) -> Self {
+        Epilogue { add: Addend::Tensor(residual), relu, upsample_log2: 0 }
+    }
+    /// `out = relu?(out + conv + bias)` (a later exchange summand at the same resolution).
+    pub const fn accumulate(relu: bool) -> Self {
+        Epilogue { add: Addend::Output, relu, upsample_log2: 0 }
+    }
+    /// `out = relu?(out + up(conv + bias))`, `up` nearest ×2^`log2`: the exchange unit's
+    /// 1×1 low-resolution path added into a high-resolution accumulator.
+    pub const fn upsample_accumulate(log2: u32, relu: bool) -> Self {
+        Epilogue { add: Addend::Output, relu, upsample_log2: log2 }
+    }
+    /// `out = relu?(base + up(conv + bias))` out of place.
+    pub const fn upsample_residual(base: &'a [f32], log2: u32, relu: bool) -> Self {
+        Epilogue { add: Addend::Tensor(base), relu, upsample_log2: log2 }
+    }
+}
+
+/// Runs the convolution `spec` on `input` (blocked layout, [`ConvSpec::in_shape`]) with
+/// `packed` weights into `out` (blocked layout, [`ConvSpec::out_shape`] scaled by
+/// `2^epi.upsample_log2`), with the fused epilogue. `scratch` must hold at least
+/// [`ConvSpec::scratch_len`]`(ctx.threads())` floats (it may be empty for direct convs).
+///
+/// Splits the work over `ctx`'s pool by output rows / tile groups and output channel groups;
+/// allocates nothing.
+///
+/// # Panics
+/// If a buffer length does not match the spec.
+pub fn conv(
+    ctx: &Ctx,
+    spec: &ConvSpec,
+    input: &[f32],
+    packed: &[f32],
+    out: &mut [f32],
+    epi: Epilogue<'_>,
+    scratch: &mut [f32],
+) {
+    let ins = spec.in_shape();
+    let os = spec.out_shape();
+    let u = epi.upsample_log2;
+    assert!(u < 16, "conv: upsample factor");
+    let hr = ActShape::new(os.c, os.h << u, os.w << u);
+    assert_eq!(input.len(), ins.len(), "conv: input length");
+    assert_eq!(packed.len(), spec.packed_len(), "conv: packed weights length");
+    assert_eq!(out.len(), hr.len(), "conv: output length");
+    assert!(scratch.len() >= spec.scratch_len(ctx.threads()), "conv: scratch length");
+    if let Addend::Tensor(r) = epi.add {
+        assert_eq!(r.len(), hr.len(), "conv: addend length");
+    }
+    if !matches!(epi.add, Addend::Output) {
+        zero_halo(hr, out);
+    }
+    let ptr = out.as_mut_ptr();
+    let res = match epi.add {
+        Addend::None => std::ptr::null(),
+        Addend::Tensor(r) => r.as_ptr(),
+        Addend::Output => ptr as *const f32,
+    };
+    let ocb = os.blocks();
+    let sink = Out {
+        ptr,
+        shape: hr,
+        res,
+        add: !matches!(epi.add, Addend::None),
+        relu: epi.relu,
+        up: u,
+        bias: packed.as_ptr(),
+    };
+    let weights = packed[ocb * BLOCK..].as_ptr();
+    match spec.algo {
+        Algo::Direct => direct(ctx, spec, input.as_ptr(), weights, sink),
+        Algo::Winograd2 | Algo::Winograd4 => {
+            winograd::run(ctx, spec, input.as_ptr(), weights, sink, scratch.as_mut_ptr())
+        }
+    }
+}
+
+/// Where and how results are stored (the epilogue, lowered to raw pointers).
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    /// Output tensor (high resolution if `up > 0`).
+    pub ptr: *mut f32,
+    /// Shape of `ptr`'s tensor.
+    pub shape: ActShape,
+    /// Addend tensor (same shape as `ptr`'s), possibly `ptr` itself; used if `add`.
+    pub res: *const f32,
+    pub add: bool,
+    pub relu: bool,
+    pub up: u32,
+    /// Bias, `ocb · 16` floats.
+    pub bias: *const f32,
+}
+
+impl Out {
+    /// Stores the conv result `v` (bias not yet added) of output block `ob` at conv-resolution
+    /// pixel `(y, x)`.
+    ///
+    /// # Safety
+    /// `(ob, y, x)` is inside the conv's output and no other thread writes the same pixels.
+    #[inline(always)]
+    pub(crate) unsafe fn put<V: Vf>(&self, ob: usize, y: usize, x: usize, v: V) {
+        // SAFETY: the caller guarantees the pixel is in bounds; `conv` checked every buffer's
+        // length against the shapes, so every index below is inside its buffer.
+        unsafe {
+            let v = V::add(v, V::load(self.bias.add(ob * BLOCK)));
+            if self.up == 0 {
+                let o = self.shape.pixel(ob, y, x);
+                let mut r = v;
+                if self.add {
+                    r = V::add(V::load(self.res.add(o)), r);
+                }
+                if self.relu {
+                    r = V::relu(r);
+                }
+                V::store(self.ptr.add(o), r);
+            } else {
+                let f = 1usize << self.up;
+                for dy in 0..f {
+                    let o = self.shape.pixel(ob, (y << self.up) + dy, x << self.up);
+                    for dx in 0..f {
+                        let o = o + dx * BLOCK;
+                        let mut r = v;
+                        if self.add {
+                            r = V::add(V::load(self.res.add(o)), r);
+                        }
+                        if self.relu {
+                            r = V::relu(r);
+                        }
+                        V::store(self.ptr.add(o), r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The microkernel: `NP` output pixels × `NB` output blocks accumulated in registers.
+///
+/// `inp` points at the input of the first pixel (all tap offsets relative to it), consecutive
+/// pixels are `pix` floats apart, input channel blocks `icb_stride` apart; the last block has
+/// `last_ic` real channels. `w` points at the weights of the first of the `NB` blocks for
+/// `(icb 0, tap 0, ic 0)`; consecutive input channels are `w_row` floats apart and the `16`
+/// rows of a tap are contiguous (`[icb][tap][16][.. w_row ..]`).
+///
+/// # Safety
+/// All pointers and strides address valid memory for every access described above.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn microkernel<V: Vf, const NB: usize, const NP: usize>(
+    inp: *const f32,
+    pix: usize,
+    taps: &[usize],
+    n_icb: usize,
+    icb_stride: usize,
+    last_ic: usize,
+    w: *const f32,
+    w_row: usize,
+) -> [[V; NB]; NP] {
+    // SAFETY: the caller guarantees every address formed here is valid (see the doc).
+    unsafe {
+        let mut acc = [[V::zero(); NB]; NP];
+        let mut wp = w;
+        for ib in 0..n_icb {
+            let nic = if ib + 1 == n_icb { last_ic } else { BLOCK };
+            let base = inp.add(ib * icb_stride);
+            for &t in taps {
+                let ip = base.add(t);
+                let mut wq = wp;
+                for ic in 0..nic {
+                    let mut wv = [V::zero(); NB];
+                    for (b, wb) in wv.iter_mut().enumerate() {
+                        *wb = V::load(wq.add(b * BLOCK));
+                    }
+                    for (p, ap) in acc.iter_mut().enumerate() {
+                        let x = V::bcast(ip.add(p * pix + ic));
+                        for b in 0..NB {
+                            ap[b] = V::fma(x, wv[b], ap[b]);
+                        }
+                    }
+                    wq = wq.add(w_row);
+                }
+                wp = wp.add(BLOCK * w_row);
+            }
+        }
+        acc
+    }
+}
+
+/// A strip of `N` consecutive output pixels (or tiles) handled by one microkernel call.
+pub(crate) trait Strip {
+    /// Computes and stores the strip starting at `x0`, for the `NB` blocks starting at group
+    /// block `sub`.
+    ///
+    /// # Safety
+    /// `x0 + N` is within the row and `sub + NB` within the group.
+    unsafe fn strip<V: Vf, const NB: usize, const N: usize>(&self, x0: usize, sub: usize);
+}
+
+/// Covers `n` pixels with strips of `NP`, then 8, 4, 2, 1.
+///
+/// # Safety
+/// As [`Strip::strip`] for every strip.
+#[inline(always)]
+pub(crate) unsafe fn strips<S: Strip, V: Vf, const NB: usize, const NP: usize>(
+    s: &S,
+    n: usize,
+    sub: usize,
+) {
+    // SAFETY: every strip stays within `0..n` (caller's contract).
+    unsafe {
+        let mut x = 0;
+        while x + NP <= n {
+            s.strip::<V, NB, NP>(x, sub);
+            x += NP;
+        }
+        while NP > 8 && x + 8 <= n {
+            s.strip::<V, NB, 8>(x, sub);
+            x += 8;
+        }
+        while NP > 4 && x + 4 <= n {
+            s.strip::<V, NB, 4>(x, sub);
+            x += 4;
+        }
+        while NP > 2 && x + 2 <= n {
+            s.strip::<V, NB, 2>(x, sub);
+            x += 2;
+        }
+        while x < n {
+            s.strip::<V, NB, 1>(x, sub);
+            x += 1;
+        }
+    }
+}
+
+/// Everything a direct-conv task needs, as raw pointers.
+struct DirectJob {
+    inp: *const f32,
+    ins: ActShape,
+    w: *const f32,
+    out: Out,
+    stride: usize,
+    pad: usize,
+    h_out: usize,
+    w_out: usize,
+    taps: [usize; 81],
+    n_taps: usize,
+    n_icb: usize,
+    last_ic: usize,
+    ocb: usize,
+    /// Floats per group block of weights (`n_icb · taps · 16 · 16`).
+    w_block: usize,
+}
+
+// SAFETY: tasks only read `inp`/`w`/bias and write disjoint parts of `out` (one output row of
+// one channel group each), so sharing the job between pool threads is race-free.
+unsafe impl Sync for DirectJob {}
+
+/// One row strip context of a direct task.
+struct DirectRow<'a> {
+    j: &'a DirectJob,
+    oy: usize,
+    sb: usize,
+    nbg: usize,
+    /// Input at output pixel (oy, 0), tap (0, 0).
+    ip: *const f32,
+    /// Weights of the group.
+    wg: *const f32,
+}
+
+impl Strip for DirectRow<'_> {
+    #[inline(always)]
+    unsafe fn strip<V: Vf, const NB: usize, const N: usize>(&self, x0: usize, sub: usize) {
+        let j = self.j;
+        let pix = j.stride * BLOCK;
+        // SAFETY: `x0 + N <= w_out`, so every input pixel read is inside the haloed input
+        // (padding ≤ halo), and the weights of blocks `sub..sub + NB` are inside the group.
+        unsafe {
+            let acc = microkernel::<V, NB, N>(
+                self.ip.add(x0 * pix),
+                pix,
+                &j.taps[..j.n_taps],
+                j.n_icb,
+                j.ins.block_stride(),
+                j.last_ic,
+                self.wg.add(sub * BLOCK),
+                self.nbg * BLOCK,
+            );
+            for (p, ap) in acc.iter().enumerate() {
+                for (b, &v) in ap.iter().enumerate() {
+                    j.out.put(self.sb + sub + b, self.oy, x0 + p, v);
+                }
+            }
+        }
+    }
+}
+
+/// One direct task: output row `t % h_out` of channel group `t / h_out`, with `NB` blocks per
+/// microkernel call (`NB` divides the group size or equals 4 ≥ it).
+#[inline(always)]
+unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize>(j: &DirectJob, t: usize) {
+    let g = t / j.h_out;
+    let oy = t % j.h_out;
+    let (sb, nbg) = group(j.ocb, g);
+    let row = oy * j.stride + super::HALO - j.pad;
+    let col = super::HALO - j.pad;
+    // SAFETY: `row`/`col` are inside the haloed input; the group's weights start at
+    // `w_block · sb`, inside the packed buffer checked by `conv`.
+    unsafe {
+        let r = DirectRow {
+            j,
+            oy,
+            sb,
+            nbg,
+            ip: j.inp.add(row * j.ins.row_stride() + col * BLOCK),
+            wg: j.w.add(j.w_block * sb),
+        };
+        let mut sub = 0;
+        while sub < nbg {
+            strips::<_, V, NB, NP>(&r, j.w_out, sub);
+            sub += NB;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
+    let (_, nbg) = group(j.ocb, t / j.h_out);
+    // SAFETY: forwarded contract of `direct_task`; AVX-512F is enabled here.
+    unsafe {
+        match nbg {
+            1 => direct_task::<Z, 1, 16>(j, t),
+            2 => direct_task::<Z, 2, 12>(j, t),
+            3 => direct_task::<Z, 3, 8>(j, t),
+            _ => direct_task::<Z, 4, 6>(j, t),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct_task_avx2(j: &DirectJob, t: usize) {
+    // SAFETY: forwarded contract of `direct_task`; AVX2 and FMA are enabled here.
+    unsafe { direct_task::<Y, 1, 6>(j, t) }
+}
+
+fn direct_task_portable(j: &DirectJob, t: usize) {
+    // SAFETY: forwarded contract of `direct_task` (checked by `conv`).
+    unsafe { direct_task::<P, 1, 4>(j, t) }
+}
+
+fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) {
+    let ins = spec.in_shape();
+    let k = spec.k;
+    assert!(k * k <= 81, "direct conv: kernel larger than 9x9");
+    let mut taps = [0usize; 81];
+    for ky in 0..k {
+        for kx in 0..k {
+            taps[ky * k + kx] = ky * ins.row_stride() + kx * BLOCK;
+        }
+    }
+    let n_icb = ins.blocks();
+    let j = DirectJob {
+        inp,
+        ins,
+        w,
+        out,
+        stride: spec.stride,
+        pad: spec.pad,
+        h_out: spec.h_out(),
+        w_out: spec.w_out(),
+        taps,
+        n_taps: k * k,
+        n_icb,
+        last_ic: spec.cin - (n_icb - 1) * BLOCK,
+        ocb: spec.out_shape().blocks(),
+        w_block: n_icb * k * k * BLOCK * BLOCK,
+    };
+    let n_tasks = n_groups(j.ocb) * j.h_out;
+    let isa = ctx.isa();
+    ctx.pool().run(n_tasks, &|t, _| match isa {
+        // SAFETY: `ctx` only holds available instruction sets; `conv` checked the buffers.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { direct_task_avx512(&j, t) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { direct_task_avx2(&j, t) },
+        _ => direct_task_portable(&j, t),
+    });
+}
