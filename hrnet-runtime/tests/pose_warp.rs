@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use hrnet_runtime::pose::{
-    crop_person, get_affine_transform, normalize_rgb, preprocess, warp_affine_linear, Affine2x3, BoxXywh,
-    CenterScale, ImageU8, PoseError,
+    crop_person, get_affine_transform, normalize_rgb, preprocess, warp_affine_linear, Affine2x3,
+    BoxXywh, CenterScale, ImageU8, PoseError,
 };
 
 fn data_dir() -> PathBuf {
@@ -14,7 +14,9 @@ fn data_dir() -> PathBuf {
 }
 
 fn load(path: &Path) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
 }
 
 struct Case {
@@ -40,7 +42,12 @@ fn cases() -> Vec<Case> {
         .iter()
         .map(|c| {
             let b = c["box"].as_array().unwrap();
-            let bits: Vec<u64> = c["trans_bits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let bits: Vec<u64> = c["trans_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
             Case {
                 name: c["name"].as_str().unwrap().to_string(),
                 image: load(&dir.join(c["image"].as_str().unwrap())),
@@ -62,7 +69,15 @@ fn cases() -> Vec<Case> {
 fn center_scale_and_transform_equal_opencv_bit_for_bit() {
     for c in cases() {
         let cs = CenterScale::from_box(c.bbox, c.width, c.height).unwrap();
-        assert_eq!(cs, CenterScale { center: c.center, scale: c.scale }, "{}", c.name);
+        assert_eq!(
+            cs,
+            CenterScale {
+                center: c.center,
+                scale: c.scale
+            },
+            "{}",
+            c.name
+        );
         let t = get_affine_transform(&cs, c.width, c.height).unwrap();
         let got: Vec<u64> = t.0.iter().map(|v| v.to_bits()).collect();
         let want: Vec<u64> = c.trans.iter().map(|v| v.to_bits()).collect();
@@ -74,18 +89,32 @@ fn center_scale_and_transform_equal_opencv_bit_for_bit() {
 fn crop_equals_cv2_warp_affine_bit_for_bit() {
     let mut report = Vec::new();
     for c in cases() {
-        assert_eq!((c.crop.width() as usize, c.crop.height() as usize), (c.width, c.height));
+        assert_eq!(
+            (c.crop.width() as usize, c.crop.height() as usize),
+            (c.width, c.height)
+        );
         // Warp with OpenCV's own matrix, and through the whole box → crop path.
         let mut from_matrix = vec![0u8; c.width * c.height * 3];
-        warp_affine_linear(ImageU8::from_rgb(&c.image), &Affine2x3(c.trans), &mut from_matrix, c.width, c.height)
-            .unwrap();
+        warp_affine_linear(
+            ImageU8::from_rgb(&c.image),
+            &Affine2x3(c.trans),
+            &mut from_matrix,
+            c.width,
+            c.height,
+        )
+        .unwrap();
         let mut from_box = vec![0u8; c.width * c.height * 3];
         let (cs, t) = crop_person(&c.image, c.bbox, c.width, c.height, &mut from_box).unwrap();
         assert_eq!(cs.center, c.center);
         assert_eq!(t.0, c.trans);
         for (what, got) in [("matrix", &from_matrix), ("box", &from_box)] {
-            let diff: Vec<usize> =
-                got.iter().zip(c.crop.as_raw()).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect();
+            let diff: Vec<usize> = got
+                .iter()
+                .zip(c.crop.as_raw())
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i)
+                .collect();
             if let Some(&i) = diff.first() {
                 let px = i / 3;
                 report.push(format!(
@@ -144,7 +173,15 @@ fn bad_inputs_are_errors_not_panics() {
         assert!(matches!(e, PoseError::InvalidBox { .. }), "{e}");
     }
     let ok = BoxXywh::new(1.0, 1.0, 4.0, 4.0);
-    let e = preprocess(&image::RgbImage::new(0, 0), ok, 4, 4, &mut crop, &mut tensor).unwrap_err();
+    let e = preprocess(
+        &image::RgbImage::new(0, 0),
+        ok,
+        4,
+        4,
+        &mut crop,
+        &mut tensor,
+    )
+    .unwrap_err();
     assert!(matches!(e, PoseError::EmptyImage), "{e}");
     let e = preprocess(&img, ok, 4, 4, &mut crop[..10], &mut tensor).unwrap_err();
     assert!(matches!(e, PoseError::BufferSize { .. }), "{e}");
@@ -154,9 +191,25 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(matches!(e, PoseError::InvalidInputSize { .. }), "{e}");
     // A box far outside the image gives an all-zero crop.
     crop.fill(7);
-    preprocess(&img, BoxXywh::new(-1000.0, 500.0, 10.0, 10.0), 4, 4, &mut crop, &mut tensor).unwrap();
+    preprocess(
+        &img,
+        BoxXywh::new(-1000.0, 500.0, 10.0, 10.0),
+        4,
+        4,
+        &mut crop,
+        &mut tensor,
+    )
+    .unwrap();
     assert!(crop.iter().all(|&v| v == 0));
     // A box too small for f32 at its position collapses the three points: an error, as in OpenCV.
-    let e = preprocess(&img, BoxXywh::new(-1e6, 5e5, 1e-3, 1e-3), 4, 4, &mut crop, &mut tensor).unwrap_err();
+    let e = preprocess(
+        &img,
+        BoxXywh::new(-1e6, 5e5, 1e-3, 1e-3),
+        4,
+        4,
+        &mut crop,
+        &mut tensor,
+    )
+    .unwrap_err();
     assert!(matches!(e, PoseError::DegenerateTransform { .. }), "{e}");
 }

@@ -50,10 +50,17 @@ impl HeatmapShape {
 
     fn check(&self, what: &'static str, got: usize) -> Result<(), PoseError> {
         if self.height == 0 || self.width == 0 {
-            return Err(PoseError::InvalidHeatmapSize { width: self.width, height: self.height });
+            return Err(PoseError::InvalidHeatmapSize {
+                width: self.width,
+                height: self.height,
+            });
         }
         if got != self.len() {
-            return Err(PoseError::BufferSize { what, expected: self.len(), got });
+            return Err(PoseError::BufferSize {
+                what,
+                expected: self.len(),
+                got,
+            });
         }
         Ok(())
     }
@@ -74,15 +81,30 @@ pub fn flip_average(
     shape.check("heatmaps", plain.len())?;
     shape.check("flipped heatmaps", flipped.len())?;
     shape.check("flip average", out.len())?;
-    if let Some(&(a, b)) = pairs.iter().find(|&&(a, b)| a >= shape.joints || b >= shape.joints) {
-        return Err(PoseError::FlipPair { a, b, joints: shape.joints });
+    if let Some(&(a, b)) = pairs
+        .iter()
+        .find(|&&(a, b)| a >= shape.joints || b >= shape.joints)
+    {
+        return Err(PoseError::FlipPair {
+            a,
+            b,
+            joints: shape.joints,
+        });
     }
     let (h, w) = (shape.height, shape.width);
     for j in 0..shape.joints {
         // The map that lands on joint j after flip_back.
         let src = pairs
             .iter()
-            .find_map(|&(a, b)| if a == j { Some(b) } else if b == j { Some(a) } else { None })
+            .find_map(|&(a, b)| {
+                if a == j {
+                    Some(b)
+                } else if b == j {
+                    Some(a)
+                } else {
+                    None
+                }
+            })
             .unwrap_or(j);
         for y in 0..h {
             let row = (j * h + y) * w;
@@ -126,7 +148,11 @@ pub fn decode_heatmaps<T: Copy + Into<f64>>(
                 best = i;
             }
         }
-        let (mut x, mut y) = if maxval > 0.0 { ((best % w) as f64, (best / w) as f64) } else { (0.0, 0.0) };
+        let (mut x, mut y) = if maxval > 0.0 {
+            ((best % w) as f64, (best / w) as f64)
+        } else {
+            (0.0, 0.0)
+        };
         let px = (x + 0.5).floor() as usize;
         let py = (y + 0.5).floor() as usize;
         if 1 < px && px + 1 < w && 1 < py && py + 1 < h {
@@ -157,11 +183,18 @@ fn sign(v: f64) -> f64 {
 mod tests {
     use super::*;
 
-    const CS: CenterScale = CenterScale { center: [100.0, 100.0], scale: [1.0, 1.0] };
+    const CS: CenterScale = CenterScale {
+        center: [100.0, 100.0],
+        scale: [1.0, 1.0],
+    };
 
     #[test]
     fn argmax_first_wins_and_quarter_offset() {
-        let shape = HeatmapShape { joints: 2, height: 8, width: 8 };
+        let shape = HeatmapShape {
+            joints: 2,
+            height: 8,
+            width: 8,
+        };
         let mut hm = vec![0.0f32; shape.len()];
         // Joint 0: peak at (4, 3), right neighbour higher than left, upper higher than lower.
         hm[3 * 8 + 4] = 1.0;
@@ -173,13 +206,31 @@ mod tests {
         let mut out = Vec::new();
         decode_heatmaps(&hm, shape, &CS, &mut out).unwrap();
         // 200 px over 8 heatmap px: 25 px per heatmap px; (x - 4) * 25 + 100.
-        assert_eq!(out[0], Keypoint { x: 100.0 + 0.25 * 25.0, y: 100.0 - 1.25 * 25.0, score: 1.0 });
-        assert_eq!(out[1], Keypoint { x: 100.0 - 3.0 * 25.0, y: 100.0 - 3.0 * 25.0, score: 2.0 });
+        assert_eq!(
+            out[0],
+            Keypoint {
+                x: 100.0 + 0.25 * 25.0,
+                y: 100.0 - 1.25 * 25.0,
+                score: 1.0
+            }
+        );
+        assert_eq!(
+            out[1],
+            Keypoint {
+                x: 100.0 - 3.0 * 25.0,
+                y: 100.0 - 3.0 * 25.0,
+                score: 2.0
+            }
+        );
     }
 
     #[test]
     fn nonpositive_maximum_goes_to_origin() {
-        let shape = HeatmapShape { joints: 1, height: 4, width: 4 };
+        let shape = HeatmapShape {
+            joints: 1,
+            height: 4,
+            width: 4,
+        };
         let hm = vec![-1.0f32; 16];
         let mut out = Vec::new();
         decode_heatmaps(&hm, shape, &CS, &mut out).unwrap();
@@ -189,7 +240,11 @@ mod tests {
 
     #[test]
     fn flip_average_mirrors_swaps_and_shifts() {
-        let shape = HeatmapShape { joints: 2, height: 1, width: 4 };
+        let shape = HeatmapShape {
+            joints: 2,
+            height: 1,
+            width: 4,
+        };
         let plain = [0.0f32; 8];
         let flipped = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0];
         let mut out = [0.0f64; 8];

@@ -26,7 +26,7 @@ const JOINT: [u8; 3] = [255, 0, 0];
 /// How to draw.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DrawStyle {
-    /// Line thickness in pixels; joint discs get 1.5× this diameter.
+    /// Line thickness in pixels; joint discs get twice this diameter.
     pub thickness: f64,
     /// Joints whose score is below this are not drawn (nor their edges).
     pub min_score: f64,
@@ -37,23 +37,37 @@ impl DrawStyle {
     /// score threshold of 0 (the official visualizer draws everything with a positive maximum).
     pub fn for_image(img: &image::RgbImage) -> DrawStyle {
         let side = img.width().min(img.height()) as f64;
-        DrawStyle { thickness: (side / 100.0).max(2.0), min_score: 0.0 }
+        DrawStyle {
+            thickness: (side / 100.0).max(2.0),
+            min_score: 0.0,
+        }
     }
 }
 
 /// Draws one person's keypoints and the `dataset`'s skeleton onto `img`. Keypoints outside the
 /// image are clipped; a keypoint list shorter than the skeleton needs draws what it can.
-pub fn draw_keypoints(img: &mut image::RgbImage, keypoints: &[Keypoint], dataset: Dataset, style: &DrawStyle) {
+pub fn draw_keypoints(
+    img: &mut image::RgbImage,
+    keypoints: &[Keypoint],
+    dataset: Dataset,
+    style: &DrawStyle,
+) {
     let visible = |k: &Keypoint| k.score >= style.min_score && k.x.is_finite() && k.y.is_finite();
     for (i, &(a, b)) in dataset.skeleton().iter().enumerate() {
         if let (Some(ka), Some(kb)) = (keypoints.get(a), keypoints.get(b)) {
             if visible(ka) && visible(kb) {
-                capsule(img, (ka.x, ka.y), (kb.x, kb.y), style.thickness / 2.0, PALETTE[i % PALETTE.len()]);
+                capsule(
+                    img,
+                    (ka.x, ka.y),
+                    (kb.x, kb.y),
+                    style.thickness / 2.0,
+                    PALETTE[i % PALETTE.len()],
+                );
             }
         }
     }
     for k in keypoints.iter().filter(|k| visible(k)) {
-        capsule(img, (k.x, k.y), (k.x, k.y), style.thickness * 0.75, JOINT);
+        capsule(img, (k.x, k.y), (k.x, k.y), style.thickness, JOINT);
     }
 }
 
@@ -72,7 +86,11 @@ fn capsule(img: &mut image::RgbImage, p: (f64, f64), q: (f64, f64), r: f64, colo
     for y in y0 as u32..=y1 as u32 {
         for x in x0 as u32..=x1 as u32 {
             let (px, py) = (f64::from(x), f64::from(y));
-            let t = if len2 > 0.0 { (((px - p.0) * dx + (py - p.1) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if len2 > 0.0 {
+                (((px - p.0) * dx + (py - p.1) * dy) / len2).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             let (ex, ey) = (p.0 + t * dx - px, p.1 + t * dy - py);
             if ex * ex + ey * ey <= r * r {
                 img.put_pixel(x, y, image::Rgb(colour));
@@ -86,11 +104,20 @@ fn capsule(img: &mut image::RgbImage, p: (f64, f64), q: (f64, f64), r: f64, colo
 /// Errors: [`PoseError::Image`] naming the file when it cannot be opened or decoded.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, PoseError> {
     let img = image::ImageReader::open(path)
-        .map_err(|e| PoseError::Image { path: path.to_path_buf(), source: image::ImageError::IoError(e) })?
+        .map_err(|e| PoseError::Image {
+            path: path.to_path_buf(),
+            source: image::ImageError::IoError(e),
+        })?
         .with_guessed_format()
-        .map_err(|e| PoseError::Image { path: path.to_path_buf(), source: image::ImageError::IoError(e) })?
+        .map_err(|e| PoseError::Image {
+            path: path.to_path_buf(),
+            source: image::ImageError::IoError(e),
+        })?
         .decode()
-        .map_err(|source| PoseError::Image { path: path.to_path_buf(), source })?;
+        .map_err(|source| PoseError::Image {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if img.width() == 0 || img.height() == 0 {
         return Err(PoseError::EmptyImage);
     }
@@ -102,7 +129,10 @@ pub fn load_rgb(path: &Path) -> Result<image::RgbImage, PoseError> {
 /// Errors: [`PoseError::Image`] naming the file.
 pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<(), PoseError> {
     img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|source| PoseError::Image { path: path.to_path_buf(), source })
+        .map_err(|source| PoseError::Image {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -113,10 +143,20 @@ mod tests {
     fn draws_lines_and_dots_inside_and_clips_outside() {
         let mut img = image::RgbImage::new(40, 40);
         let kp = |x, y| Keypoint { x, y, score: 1.0 };
-        let mut pts = vec![Keypoint { x: -100.0, y: -100.0, score: 0.0 }; 17];
+        let mut pts = vec![
+            Keypoint {
+                x: -100.0,
+                y: -100.0,
+                score: 0.0
+            };
+            17
+        ];
         pts[5] = kp(5.0, 20.0);
         pts[6] = kp(35.0, 20.0);
-        let style = DrawStyle { thickness: 3.0, min_score: 0.5 };
+        let style = DrawStyle {
+            thickness: 3.0,
+            min_score: 0.5,
+        };
         draw_keypoints(&mut img, &pts, Dataset::Coco, &style);
         // The shoulder line (5, 6) crosses the middle; dots at both ends.
         assert_eq!(img.get_pixel(20, 20).0, PALETTE[7 % PALETTE.len()]);

@@ -210,7 +210,6 @@ pub struct PersonKeypoints {
 /// The whole top-down pipeline around a [`HeatmapModel`], with every buffer allocated once: after
 /// construction, [`PoseEstimator::estimate_into`] allocates nothing (given an output vector that
 /// has held as many people before).
-#[derive(Debug)]
 pub struct PoseEstimator<M> {
     model: M,
     dataset: Dataset,
@@ -223,6 +222,17 @@ pub struct PoseEstimator<M> {
     heatmaps: Vec<f32>,
     heatmaps_flipped: Vec<f32>,
     average: Vec<f64>,
+}
+
+impl<M> std::fmt::Debug for PoseEstimator<M> {
+    /// Shows the configuration, not the model (engines need not implement `Debug`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoseEstimator")
+            .field("dataset", &self.dataset)
+            .field("input_size", &(self.input_w, self.input_h))
+            .field("heatmaps", &self.shape)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<M: HeatmapModel> PoseEstimator<M> {
@@ -242,18 +252,31 @@ impl<M: HeatmapModel> PoseEstimator<M> {
         let (hm_w, hm_h) = model.heatmap_size();
         let joints = model.num_joints();
         if input_w == 0 || input_h == 0 {
-            return Err(PoseError::InvalidInputSize { width: input_w, height: input_h });
+            return Err(PoseError::InvalidInputSize {
+                width: input_w,
+                height: input_h,
+            });
         }
         if hm_w == 0 || hm_h == 0 {
-            return Err(PoseError::InvalidHeatmapSize { width: hm_w, height: hm_h });
+            return Err(PoseError::InvalidHeatmapSize {
+                width: hm_w,
+                height: hm_h,
+            });
         }
         if joints == 0 {
             return Err(PoseError::NoJoints);
         }
         if dataset.num_joints() != joints {
-            return Err(PoseError::JointMismatch { model: joints, dataset: dataset.num_joints() });
+            return Err(PoseError::JointMismatch {
+                model: joints,
+                dataset: dataset.num_joints(),
+            });
         }
-        let shape = HeatmapShape { joints, height: hm_h, width: hm_w };
+        let shape = HeatmapShape {
+            joints,
+            height: hm_h,
+            width: hm_w,
+        };
         let plane = input_w * input_h;
         Ok(PoseEstimator {
             model,
@@ -340,12 +363,22 @@ impl<M: HeatmapModel> PoseEstimator<M> {
         let pairs = match (flip, self.dataset.flip_pairs()) {
             (false, _) => None,
             (true, Some(pairs)) => Some(pairs),
-            (true, None) => return Err(PoseError::FlipUnsupported { num_joints: self.shape.joints }),
+            (true, None) => {
+                return Err(PoseError::FlipUnsupported {
+                    num_joints: self.shape.joints,
+                })
+            }
         };
         out.truncate(boxes.len());
-        let mut done = 0;
-        for &bbox in boxes {
-            let cs = preprocess(image, bbox, self.input_w, self.input_h, &mut self.crop, &mut self.input);
+        for (done, &bbox) in boxes.iter().enumerate() {
+            let cs = preprocess(
+                image,
+                bbox,
+                self.input_w,
+                self.input_h,
+                &mut self.crop,
+                &mut self.input,
+            );
             let cs = match cs {
                 Ok(cs) => cs,
                 Err(e) => {
@@ -368,7 +401,6 @@ impl<M: HeatmapModel> PoseEstimator<M> {
                 out.truncate(done);
                 return Err(e);
             }
-            done += 1;
         }
         Ok(())
     }
@@ -379,13 +411,23 @@ impl<M: HeatmapModel> PoseEstimator<M> {
         pairs: Option<&[(usize, usize)]>,
         keypoints: &mut Vec<Keypoint>,
     ) -> Result<(), PoseError> {
-        self.model.run(&self.input, &mut self.heatmaps).map_err(PoseError::Model)?;
+        self.model
+            .run(&self.input, &mut self.heatmaps)
+            .map_err(PoseError::Model)?;
         match pairs {
             None => decode_heatmaps(&self.heatmaps, self.shape, cs, keypoints),
             Some(pairs) => {
                 flip_width(&self.input, self.input_w, &mut self.input_flipped)?;
-                self.model.run(&self.input_flipped, &mut self.heatmaps_flipped).map_err(PoseError::Model)?;
-                flip_average(&self.heatmaps, &self.heatmaps_flipped, self.shape, pairs, &mut self.average)?;
+                self.model
+                    .run(&self.input_flipped, &mut self.heatmaps_flipped)
+                    .map_err(PoseError::Model)?;
+                flip_average(
+                    &self.heatmaps,
+                    &self.heatmaps_flipped,
+                    self.shape,
+                    pairs,
+                    &mut self.average,
+                )?;
                 decode_heatmaps(&self.average, self.shape, cs, keypoints)
             }
         }

@@ -37,13 +37,26 @@ pub fn crop_person(
 /// width` values `(v / 255 − mean[c]) / std[c]` in `f32`.
 ///
 /// Errors: `crop` or `tensor` not of `3 × width × height` values.
-pub fn normalize_rgb(crop: &[u8], width: usize, height: usize, tensor: &mut [f32]) -> Result<(), PoseError> {
+pub fn normalize_rgb(
+    crop: &[u8],
+    width: usize,
+    height: usize,
+    tensor: &mut [f32],
+) -> Result<(), PoseError> {
     let plane = width * height;
     if crop.len() != 3 * plane {
-        return Err(PoseError::BufferSize { what: "crop", expected: 3 * plane, got: crop.len() });
+        return Err(PoseError::BufferSize {
+            what: "crop",
+            expected: 3 * plane,
+            got: crop.len(),
+        });
     }
     if tensor.len() != 3 * plane {
-        return Err(PoseError::BufferSize { what: "input tensor", expected: 3 * plane, got: tensor.len() });
+        return Err(PoseError::BufferSize {
+            what: "input tensor",
+            expected: 3 * plane,
+            got: tensor.len(),
+        });
     }
     for (c, dst) in tensor.chunks_exact_mut(plane).enumerate() {
         let (mean, std) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
@@ -77,7 +90,11 @@ pub fn preprocess(
 /// Errors: slices of different lengths or not a multiple of `width`.
 pub fn flip_width(input: &[f32], width: usize, out: &mut [f32]) -> Result<(), PoseError> {
     if width == 0 || input.len() % width != 0 || out.len() != input.len() {
-        return Err(PoseError::BufferSize { what: "flipped tensor", expected: input.len(), got: out.len() });
+        return Err(PoseError::BufferSize {
+            what: "flipped tensor",
+            expected: input.len(),
+            got: out.len(),
+        });
     }
     for (src, dst) in input.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         for (d, s) in dst.iter_mut().zip(src.iter().rev()) {

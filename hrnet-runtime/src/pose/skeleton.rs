@@ -61,11 +61,20 @@ pub const MPII_JOINTS: [&str; 16] = [
 ];
 
 /// COCO left/right pairs swapped by the flip test.
-pub const COCO_FLIP_PAIRS: [(usize, usize); 8] =
-    [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)];
+pub const COCO_FLIP_PAIRS: [(usize, usize); 8] = [
+    (1, 2),
+    (3, 4),
+    (5, 6),
+    (7, 8),
+    (9, 10),
+    (11, 12),
+    (13, 14),
+    (15, 16),
+];
 
 /// MPII left/right pairs swapped by the flip test.
-pub const MPII_FLIP_PAIRS: [(usize, usize); 6] = [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)];
+pub const MPII_FLIP_PAIRS: [(usize, usize); 6] =
+    [(0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13)];
 
 /// COCO skeleton edges (0-based joint indices).
 pub const COCO_SKELETON: [(usize, usize); 19] = [
@@ -171,12 +180,21 @@ mod tests {
             }
             for &(a, b) in d.flip_pairs().unwrap() {
                 let (na, nb) = (d.joint_names()[a], d.joint_names()[b]);
-                let swapped = na.replace("left", "L").replace("right", "left").replace('L', "right");
-                let swapped_mpii = na.replace("l_", "L_").replace("r_", "l_").replace("L_", "r_");
+                let swapped = na
+                    .replace("left", "L")
+                    .replace("right", "left")
+                    .replace('L', "right");
+                let swapped_mpii = na
+                    .replace("l_", "L_")
+                    .replace("r_", "l_")
+                    .replace("L_", "r_");
                 assert!(nb == swapped || nb == swapped_mpii, "{na} / {nb}");
             }
         }
-        assert_eq!(Dataset::from_num_joints(5), Dataset::Other { num_joints: 5 });
+        assert_eq!(
+            Dataset::from_num_joints(5),
+            Dataset::Other { num_joints: 5 }
+        );
         assert!(Dataset::from_num_joints(5).flip_pairs().is_none());
     }
 }

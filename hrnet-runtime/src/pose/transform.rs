@@ -37,7 +37,12 @@ impl BoxXywh {
 
     /// A box from two corners `(x1, y1)` (top-left) and `(x2, y2)` (bottom-right).
     pub fn from_corners(x1: f64, y1: f64, x2: f64, y2: f64) -> Self {
-        BoxXywh { x: x1, y: y1, w: x2 - x1, h: y2 - y1 }
+        BoxXywh {
+            x: x1,
+            y: y1,
+            w: x2 - x1,
+            h: y2 - y1,
+        }
     }
 }
 
@@ -61,10 +66,18 @@ impl CenterScale {
             || b.w <= 0.0
             || b.h <= 0.0
         {
-            return Err(PoseError::InvalidBox { x: b.x, y: b.y, w: b.w, h: b.h });
+            return Err(PoseError::InvalidBox {
+                x: b.x,
+                y: b.y,
+                w: b.w,
+                h: b.h,
+            });
         }
         if input_w == 0 || input_h == 0 {
-            return Err(PoseError::InvalidInputSize { width: input_w, height: input_h });
+            return Err(PoseError::InvalidInputSize {
+                width: input_w,
+                height: input_h,
+            });
         }
         let aspect = input_w as f64 / input_h as f64;
         let center = [(b.x + b.w * 0.5) as f32, (b.y + b.h * 0.5) as f32];
@@ -79,7 +92,12 @@ impl CenterScale {
             (h / PIXEL_STD) as f32 * BOX_MARGIN,
         ];
         if !(scale[0].is_finite() && scale[1].is_finite() && scale[0] > 0.0 && scale[1] > 0.0) {
-            return Err(PoseError::InvalidBox { x: b.x, y: b.y, w: b.w, h: b.h });
+            return Err(PoseError::InvalidBox {
+                x: b.x,
+                y: b.y,
+                w: b.w,
+                h: b.h,
+            });
         }
         Ok(CenterScale { center, scale })
     }
@@ -122,7 +140,11 @@ impl Affine2x3 {
 /// was padded to the crop's aspect ratio). Bit-identical to OpenCV's `getAffineTransform` result.
 ///
 /// Errors: a zero output size, or a degenerate scale (the 6×6 system is singular).
-pub fn get_affine_transform(cs: &CenterScale, width: usize, height: usize) -> Result<Affine2x3, PoseError> {
+pub fn get_affine_transform(
+    cs: &CenterScale,
+    width: usize,
+    height: usize,
+) -> Result<Affine2x3, PoseError> {
     if width == 0 || height == 0 {
         return Err(PoseError::InvalidInputSize { width, height });
     }
@@ -137,10 +159,17 @@ pub fn get_affine_transform(cs: &CenterScale, width: usize, height: usize) -> Re
     let src2 = third_point(src0, src1);
     let (dw, dh) = (width as f64, height as f64);
     let dst0 = [(dw * 0.5) as f32, (dh * 0.5) as f32];
-    let dst1 = [(dw * 0.5) as f32, (dh * 0.5 + f64::from((dw * -0.5) as f32)) as f32];
+    let dst1 = [
+        (dw * 0.5) as f32,
+        (dh * 0.5 + f64::from((dw * -0.5) as f32)) as f32,
+    ];
     let dst2 = third_point(dst0, dst1);
-    affine_from_points([src0, src1, src2], [dst0, dst1, dst2])
-        .ok_or(PoseError::DegenerateTransform { center: cs.center, scale: cs.scale })
+    affine_from_points([src0, src1, src2], [dst0, dst1, dst2]).ok_or(
+        PoseError::DegenerateTransform {
+            center: cs.center,
+            scale: cs.scale,
+        },
+    )
 }
 
 /// `get_3rd_point` in `float32`: `b + rot90(a - b)`.
@@ -172,8 +201,7 @@ fn affine_from_points(src: [[f32; 2]; 3], dst: [[f32; 2]; 3]) -> Option<Affine2x
                 k = j;
             }
         }
-        // Written so that NaN also counts as singular.
-        if !(a[k][i].abs() >= eps) {
+        if a[k][i].abs() < eps || a[k][i].is_nan() {
             return None;
         }
         if k != i {
@@ -182,9 +210,11 @@ fn affine_from_points(src: [[f32; 2]; 3], dst: [[f32; 2]; 3]) -> Option<Affine2x
         }
         let d = -1.0 / a[i][i];
         for j in i + 1..N {
-            let alpha = a[j][i] * d;
-            for k in i + 1..N {
-                a[j][k] += alpha * a[i][k];
+            let (upper, lower) = a.split_at_mut(j);
+            let (pivot_row, row) = (&upper[i], &mut lower[0]);
+            let alpha = row[i] * d;
+            for (v, p) in row[i + 1..].iter_mut().zip(&pivot_row[i + 1..]) {
+                *v += alpha * p;
             }
             b[j] += alpha * b[i];
         }
@@ -219,10 +249,16 @@ mod tests {
 
     #[test]
     fn transform_maps_center_to_crop_center() {
-        let cs = CenterScale { center: [100.0, 50.0], scale: [1.0, 4.0 / 3.0] };
+        let cs = CenterScale {
+            center: [100.0, 50.0],
+            scale: [1.0, 4.0 / 3.0],
+        };
         let t = get_affine_transform(&cs, 192, 256).unwrap();
         let (x, y) = t.apply(100.0, 50.0);
-        assert!((x - 96.0).abs() < 1e-9 && (y - 128.0).abs() < 1e-9, "{x} {y}");
+        assert!(
+            (x - 96.0).abs() < 1e-9 && (y - 128.0).abs() < 1e-9,
+            "{x} {y}"
+        );
         // 200 image px → 192 crop px.
         assert!((t.0[0] - 0.96).abs() < 1e-12 && t.0[1].abs() < 1e-12);
         let inv = t.inverse();

@@ -59,14 +59,21 @@ impl<'a> ImageU8<'a> {
         }
         // OpenCV keeps coordinates in i32 and i16: larger images are out of its (and our) domain.
         if self.width > i16::MAX as usize || self.height > i16::MAX as usize {
-            return Err(PoseError::ImageTooLarge { width: self.width, height: self.height });
+            return Err(PoseError::ImageTooLarge {
+                width: self.width,
+                height: self.height,
+            });
         }
         if !(1..=4).contains(&self.channels) {
             return Err(PoseError::Channels(self.channels));
         }
         let need = self.width * self.height * self.channels;
         if self.data.len() != need {
-            return Err(PoseError::BufferSize { what: "source image", expected: need, got: self.data.len() });
+            return Err(PoseError::BufferSize {
+                what: "source image",
+                expected: need,
+                got: self.data.len(),
+            });
         }
         Ok(())
     }
@@ -75,7 +82,7 @@ impl<'a> ImageU8<'a> {
 /// `cvRound` on `f64` (`cvtsd2si`): ties to even; out of range or NaN gives `i32::MIN`.
 fn cv_round(v: f64) -> i32 {
     let r = v.round_ties_even();
-    if r >= -2147483648.0 && r <= 2147483647.0 {
+    if (-2147483648.0..=2147483647.0).contains(&r) {
         r as i32
     } else {
         i32::MIN
@@ -114,13 +121,24 @@ pub fn warp_affine_linear(
     dst_height: usize,
 ) -> Result<(), PoseError> {
     src.check()?;
-    if dst_width == 0 || dst_height == 0 || dst_width > i32::MAX as usize || dst_height > i32::MAX as usize {
-        return Err(PoseError::InvalidInputSize { width: dst_width, height: dst_height });
+    if dst_width == 0
+        || dst_height == 0
+        || dst_width > i32::MAX as usize
+        || dst_height > i32::MAX as usize
+    {
+        return Err(PoseError::InvalidInputSize {
+            width: dst_width,
+            height: dst_height,
+        });
     }
     let cn = src.channels;
     let need = dst_width * dst_height * cn;
     if dst.len() != need {
-        return Err(PoseError::BufferSize { what: "crop", expected: need, got: dst.len() });
+        return Err(PoseError::BufferSize {
+            what: "crop",
+            expected: need,
+            got: dst.len(),
+        });
     }
     let inv = m.inverse().0;
     let (sw, sh) = (src.width as i32, src.height as i32);
@@ -158,7 +176,8 @@ pub fn warp_affine_linear(
                     let mut v = 0i32;
                     for (&(px, py), &wt) in taps.iter().zip(&w) {
                         if inside(px, py) {
-                            v += i32::from(src.data[py as usize * sstep + px as usize * cn + k]) * wt;
+                            v += i32::from(src.data[py as usize * sstep + px as usize * cn + k])
+                                * wt;
                         }
                     }
                     *o = cast_u8(v);
@@ -181,25 +200,62 @@ mod tests {
     #[test]
     fn identity_copies_and_shift_interpolates() {
         let data: Vec<u8> = (0..4 * 3).map(|v| (v * 20) as u8).collect();
-        let src = ImageU8 { data: &data, width: 4, height: 3, channels: 1 };
+        let src = ImageU8 {
+            data: &data,
+            width: 4,
+            height: 3,
+            channels: 1,
+        };
         let mut dst = vec![0u8; 12];
-        warp_affine_linear(src, &Affine2x3([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), &mut dst, 4, 3).unwrap();
+        warp_affine_linear(
+            src,
+            &Affine2x3([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            &mut dst,
+            4,
+            3,
+        )
+        .unwrap();
         assert_eq!(dst, data);
         // Shift by half a pixel to the left: the last column reads half the border.
-        warp_affine_linear(src, &Affine2x3([1.0, 0.0, -0.5, 0.0, 1.0, 0.0]), &mut dst, 4, 3).unwrap();
+        warp_affine_linear(
+            src,
+            &Affine2x3([1.0, 0.0, -0.5, 0.0, 1.0, 0.0]),
+            &mut dst,
+            4,
+            3,
+        )
+        .unwrap();
         assert_eq!(&dst[..4], &[10, 30, 50, 30]);
     }
 
     #[test]
     fn bad_buffers_are_errors() {
         let data = [0u8; 6];
-        let src = ImageU8 { data: &data, width: 2, height: 1, channels: 3 };
+        let src = ImageU8 {
+            data: &data,
+            width: 2,
+            height: 1,
+            channels: 3,
+        };
         let id = Affine2x3([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
         assert!(warp_affine_linear(src, &id, &mut [0u8; 5], 2, 1).is_err());
         assert!(warp_affine_linear(src, &id, &mut [], 0, 1).is_err());
-        let empty = ImageU8 { data: &[], width: 0, height: 0, channels: 3 };
-        assert!(matches!(warp_affine_linear(empty, &id, &mut [0u8; 6], 2, 1), Err(PoseError::EmptyImage)));
-        let short = ImageU8 { data: &data[..5], width: 2, height: 1, channels: 3 };
+        let empty = ImageU8 {
+            data: &[],
+            width: 0,
+            height: 0,
+            channels: 3,
+        };
+        assert!(matches!(
+            warp_affine_linear(empty, &id, &mut [0u8; 6], 2, 1),
+            Err(PoseError::EmptyImage)
+        ));
+        let short = ImageU8 {
+            data: &data[..5],
+            width: 2,
+            height: 1,
+            channels: 3,
+        };
         assert!(warp_affine_linear(short, &id, &mut [0u8; 6], 2, 1).is_err());
     }
 }
