@@ -61,7 +61,7 @@ fn cases() -> Vec<Case> {
             }
         })
         .collect();
-    assert_eq!(cases.len(), 12, "reference.json should hold 12 cases");
+    assert_eq!(cases.len(), 48, "reference.json should hold 48 cases");
     cases
 }
 

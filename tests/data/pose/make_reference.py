@@ -8,7 +8,7 @@ Reproduces the official top-down pipeline of deep-high-resolution-net.pytorch
   astronaut.png           the test photograph (skimage's astronaut.png, 512 px, halved with INTER_AREA)
   synth_gradient.png      97x61 synthetic gradient + noise
   synth_tiny.png          7x5 synthetic noise (extreme upscaling)
-  crops/CASE.png          the 8-bit crop cv2.warpAffine produces
+  crops/CASE.png          the 8-bit crop cv2.warpAffine produces (12 chosen cases, 36 random boxes)
   reference.json          per case: image, box, output size, center/scale (float32, as the official
                           code keeps them), the 2x3 transform of cv2.getAffineTransform as float64 bit
                           patterns (u64), and the crop file
@@ -109,6 +109,24 @@ CASES = [
 ]
 
 
+def random_cases(n=36, seed=7):
+    """Small crops of random boxes (fractional, anywhere from inside to far outside the image, tiny
+    to huge), to exercise the rounding of the transform and of the warp on many matrices."""
+    rng = np.random.default_rng(seed)
+    images = [('astronaut.png', 256, 256), ('synth_gradient.png', 97, 61), ('synth_tiny.png', 7, 5)]
+    sizes = [(64, 96), (48, 64), (96, 96), (72, 96)]
+    cases = []
+    for i in range(n):
+        image, iw, ih = images[i % 3]
+        w = float(np.round(np.exp(rng.uniform(np.log(0.5), np.log(3.0 * iw))), 3))
+        h = float(np.round(np.exp(rng.uniform(np.log(0.5), np.log(3.0 * ih))), 3))
+        x = float(np.round(rng.uniform(-w, iw), 3))
+        y = float(np.round(rng.uniform(-h, ih), 3))
+        ow, oh = sizes[i % 4]
+        cases.append(('rand%02d_%dx%d' % (i, ow, oh), image, (x, y, w, h), ow, oh))
+    return cases
+
+
 def make_images(astronaut_src):
     astro = cv2.imread(astronaut_src, cv2.IMREAD_COLOR)
     assert astro.shape == (512, 512, 3), astro.shape
@@ -129,7 +147,7 @@ def main():
     make_images(sys.argv[1])
     os.makedirs(os.path.join(HERE, 'crops'), exist_ok=True)
     out = dict(opencv=cv2.__version__, cases=[])
-    for name, image, box, w, h in CASES:
+    for name, image, box, w, h in CASES + random_cases():
         # The official pipeline reads BGR and converts to RGB (COLOR_RGB: true); the warp is per channel.
         img = cv2.cvtColor(cv2.imread(os.path.join(HERE, image), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         c, s = xywh2cs(*box, (w, h))
