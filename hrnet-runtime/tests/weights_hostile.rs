@@ -72,8 +72,11 @@ impl Pickle {
     }
 }
 
-/// A state_dict pickle `{name: tensor}`; tensors as (name, key, numel, offset, size, stride).
-fn state_dict(tensors: &[(&str, &str, u32, u32, &[u32], &[u32])]) -> Vec<u8> {
+/// A float tensor in a state_dict: (name, storage key, storage numel, offset, size, stride).
+type TensorEntry<'a> = (&'a str, &'a str, u32, u32, &'a [u32], &'a [u32]);
+
+/// A state_dict pickle `{name: tensor}`.
+fn state_dict(tensors: &[TensorEntry]) -> Vec<u8> {
     let mut p = Pickle::new().raw(b"}(");
     for &(name, key, numel, offset, size, stride) in tensors {
         p = p.str(name).tensor(key, numel, offset, size, stride);

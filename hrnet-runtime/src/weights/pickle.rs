@@ -1060,9 +1060,7 @@ mod tests {
         for _ in 0..200 {
             p.extend_from_slice(b"]q\x00");
         }
-        for _ in 0..199 {
-            p.push(b'a');
-        }
+        p.extend(std::iter::repeat_n(b'a', 199));
         p.push(b'.');
         assert_eq!(kind(&p), PickleErrorKind::TooDeep);
         // The same with tuples.
