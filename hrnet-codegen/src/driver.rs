@@ -70,3 +70,27 @@ pub fn load_optimized(path: &Path) -> Result<(Network, Graph), DriverError> {
     optimize(&mut g, &all, false, |_, _| {})?;
     Ok((net, g))
 }
+
+/// The IR's tensor list in the runtime's terms.
+pub fn runtime_specs(g: &Graph) -> Vec<hrnet_runtime::weights::TensorSpec> {
+    g.tensor_specs()
+        .into_iter()
+        .map(|t| hrnet_runtime::weights::TensorSpec::new(t.name, t.shape))
+        .collect()
+}
+
+/// Binds `ckpt` strictly against the tensors `g` needs and returns them by name, for the
+/// reference interpreter.
+pub fn reference_weights(
+    ckpt: &hrnet_runtime::weights::Checkpoint,
+    g: &Graph,
+    opts: hrnet_runtime::weights::BindOptions,
+) -> Result<std::collections::HashMap<String, Vec<f32>>, hrnet_runtime::weights::BindError> {
+    let specs = runtime_specs(g);
+    let bound = ckpt.bind(&specs, opts)?;
+    Ok(specs
+        .into_iter()
+        .map(|s| s.name)
+        .zip(bound.into_vec())
+        .collect())
+}

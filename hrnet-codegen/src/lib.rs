@@ -2,3 +2,5 @@
 #![deny(missing_docs)]
 
 pub mod driver;
+pub mod exec;
+pub mod plan;

@@ -2,6 +2,7 @@
 //!
 //! - [`weights`]: checkpoint readers (safetensors, `.pth` zip and legacy, training checkpoints)
 //!   with a pickle reader that never executes anything, and strict binding against a tensor list.
+//! - [`model`]: loading, folding and packing a compiled model's parameters; per-caller scratch.
 //! - [`npy`]: `.npy` input and output.
 //! - [`kernels`]: convolution kernels, activation layouts and the thread pool.
 //! - [`pose`]: the official top-down pose pipeline around the network (crop, normalize, decode).
@@ -10,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod kernels;
+pub mod model;
 pub mod npy;
 pub mod pose;
 pub mod weights;

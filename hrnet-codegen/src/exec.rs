@@ -1,0 +1,130 @@
+//! Executes a [`Plan`] directly with hrnet-runtime's kernels, step by step.
+//!
+//! This is what the generated Rust does, without generating it: the emitter writes exactly
+//! these calls with the offsets as constants. It serves tests (the plan and the kernels
+//! against the reference engine, in one process) and `hrnetc run --engine plan`.
+
+use crate::plan::{Addend, Plan, Step};
+use hrnet_runtime::kernels::{self, eltwise, Epilogue};
+use hrnet_runtime::model::{split2, split3, RunError, Scratch};
+
+/// Runs `plan` with `packed` weights on `input` (NCHW) into `outputs` (NCHW, one per plan
+/// output), using `scratch` (made with [`Plan::scratch`]). Allocates nothing.
+pub fn execute(
+    plan: &Plan,
+    packed: &[f32],
+    input: &[f32],
+    outputs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+) -> Result<(), RunError> {
+    let i = plan.input;
+    if input.len() != i.len() {
+        return Err(RunError::Input {
+            expected: [1, i.c, i.h, i.w],
+            actual: input.len(),
+        });
+    }
+    for (o, s) in outputs.iter().zip(&plan.outputs) {
+        if o.len() != s.len() {
+            return Err(RunError::Output {
+                expected: [1, s.c, s.h, s.w],
+                actual: o.len(),
+            });
+        }
+    }
+    if scratch.arena.len() != plan.arena_len {
+        return Err(RunError::Scratch {
+            expected: plan.arena_len,
+            actual: scratch.arena.len(),
+        });
+    }
+    let Scratch { arena, tiles, ctx } = scratch;
+    let r = |v: usize| plan.values[v].offset..plan.values[v].offset + plan.values[v].len();
+    for step in &plan.steps {
+        match *step {
+            Step::Input { dst } => {
+                kernels::from_nchw(plan.values[dst].shape, input, &mut arena[r(dst)])
+            }
+            Step::Conv {
+                layer,
+                src,
+                dst,
+                add,
+                upsample_log2,
+                relu,
+                ..
+            } => {
+                let l = &plan.convs[layer];
+                let w = &packed[l.packed_offset..l.packed_offset + l.spec.packed_len()];
+                match add {
+                    Addend::None | Addend::InPlace => {
+                        let (x, y) = split2(arena, r(src), r(dst));
+                        let epi = if add == Addend::None {
+                            Epilogue::plain(relu)
+                        } else {
+                            Epilogue::upsample_accumulate(upsample_log2, relu)
+                        };
+                        kernels::conv(ctx, &l.spec, x, w, y, epi, tiles);
+                    }
+                    Addend::Value(res) => {
+                        let (x, base, y) = split3(arena, r(src), r(res), r(dst));
+                        kernels::conv(
+                            ctx,
+                            &l.spec,
+                            x,
+                            w,
+                            y,
+                            Epilogue::upsample_residual(base, upsample_log2, relu),
+                            tiles,
+                        );
+                    }
+                }
+            }
+            Step::Add { a, b, dst, relu } => {
+                let (x, y, out) = split3(arena, r(a), r(b), r(dst));
+                eltwise::add(ctx, plan.values[dst].shape, x, y, out, relu);
+            }
+            Step::AddUpsampled {
+                low,
+                dst,
+                log2,
+                relu,
+                ..
+            } => {
+                let (lo, acc) = split2(arena, r(low), r(dst));
+                eltwise::add_upsampled(ctx, plan.values[dst].shape, acc, lo, log2, relu);
+            }
+            Step::Copy { src, dst } => {
+                let (x, y) = split2(arena, r(src), r(dst));
+                y.copy_from_slice(x);
+            }
+            Step::Output { src, index } => {
+                if let Some(out) = outputs.get_mut(index) {
+                    kernels::to_nchw(plan.values[src].shape, &arena[r(src)], out);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Working memory for running this plan with `threads` threads.
+    pub fn scratch(&self, threads: usize) -> Scratch {
+        Scratch::new(self.arena_len, self.scratch_per_thread, threads)
+    }
+
+    /// The parameter list hrnet-runtime's loader binds and packs.
+    pub fn conv_params(&self) -> Vec<hrnet_runtime::model::ConvParams<'_>> {
+        self.convs
+            .iter()
+            .map(|c| hrnet_runtime::model::ConvParams {
+                key: &c.key,
+                bias: c.bias,
+                bn: c.bn.as_deref(),
+                spec: c.spec,
+                packed_offset: c.packed_offset,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,614 @@
+//! The low-level plan: the optimized IR lowered to a list of kernel calls with shapes,
+//! buffers, epilogues and packed-weight offsets.
+//!
+//! Every decision the compiled engines share is made here, once: the activation layout
+//! (hrnet-runtime's blocked `[C/16][H+2][W+2][16]`), the algorithm of each convolution
+//! (Winograd or direct, from [`ConvSpec::new`]), which adds are fused into which
+//! convolution and whether they update a buffer in place, and the arena offset of every
+//! value. The Rust emitter and the JIT only *render* a [`Plan`]; neither decides anything.
+//!
+//! In-place rules: a convolution's residual, and the accumulator of an exchange unit's
+//! upsample-add, is updated in place when this step is its last reader and it does not share
+//! storage with the convolution's input; otherwise the step writes a fresh buffer. The
+//! exchange unit's `j > i` path (1×1 conv at low resolution, nearest ×2^k, add) becomes one
+//! convolution whose epilogue adds its upsampled result into the accumulator.
+
+use hrnet_ir::ir::{Graph, NodeId, Op, Resize, Shape};
+use hrnet_runtime::kernels::{ActShape, ConvSpec};
+use std::collections::HashMap;
+
+/// Index of a [`PlanValue`].
+pub type ValueId = usize;
+
+/// One activation tensor in the blocked layout. Values written in place share the storage
+/// (and offset) of the value they update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanValue {
+    /// Shape (the layout adds channel padding and a halo).
+    pub shape: ActShape,
+    /// Offset in the arena, in floats (a multiple of 16).
+    pub offset: usize,
+    /// Storage group: values with the same storage are one buffer updated in place.
+    pub storage: usize,
+}
+
+impl PlanValue {
+    /// Length in floats.
+    pub fn len(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Whether the value is empty (never, in a valid plan).
+    pub fn is_empty(&self) -> bool {
+        self.shape.len() == 0
+    }
+}
+
+/// The parameters of one convolution and where its packed form lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvLayer {
+    /// Official weight-key prefix (`stage2.0.branches.0.0.conv1`).
+    pub key: String,
+    /// Identifier-friendly name from the IR's place (`stage2_m0_b0_block0_conv1`).
+    pub label: String,
+    /// Whether the checkpoint has `<key>.bias`.
+    pub bias: bool,
+    /// Key prefix of the folded BatchNorm.
+    pub bn: Option<String>,
+    /// Shapes and algorithm.
+    pub spec: ConvSpec,
+    /// Offset of the packed weights in the model's weight buffer, in floats.
+    pub packed_offset: usize,
+}
+
+/// What a convolution adds before its ReLU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addend {
+    /// Nothing.
+    None,
+    /// This value (same shape as the output), read out of place.
+    Value(ValueId),
+    /// The output buffer's previous content (the step updates a buffer in place).
+    InPlace,
+}
+
+/// One kernel call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Copy the caller's NCHW input into `dst`.
+    Input {
+        /// Destination.
+        dst: ValueId,
+    },
+    /// `dst = relu?(addend + up(conv(src)))`.
+    Conv {
+        /// Index into [`Plan::convs`].
+        layer: usize,
+        /// Input.
+        src: ValueId,
+        /// Output (for [`Addend::InPlace`], a value sharing storage with the accumulator).
+        dst: ValueId,
+        /// What is added.
+        add: Addend,
+        /// The value updated in place, for [`Addend::InPlace`].
+        acc: Option<ValueId>,
+        /// Nearest upsampling of the conv result by 2^k before the add.
+        upsample_log2: u32,
+        /// ReLU last.
+        relu: bool,
+    },
+    /// `dst = relu?(a + b)`.
+    Add {
+        /// First operand.
+        a: ValueId,
+        /// Second operand.
+        b: ValueId,
+        /// Output.
+        dst: ValueId,
+        /// ReLU last.
+        relu: bool,
+    },
+    /// `dst = relu?(acc + up(low))` in place: `dst` shares storage with `acc`.
+    AddUpsampled {
+        /// Accumulator, updated in place.
+        acc: ValueId,
+        /// Low-resolution operand.
+        low: ValueId,
+        /// The updated accumulator.
+        dst: ValueId,
+        /// log2 of the nearest upsampling factor.
+        log2: u32,
+        /// ReLU last.
+        relu: bool,
+    },
+    /// `dst = src`, so that a value still read later can be updated in place.
+    Copy {
+        /// Source.
+        src: ValueId,
+        /// Destination.
+        dst: ValueId,
+    },
+    /// Copy `src` into the caller's NCHW output `index`.
+    Output {
+        /// Source.
+        src: ValueId,
+        /// Output number.
+        index: usize,
+    },
+}
+
+/// A whole network as kernel calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// `MODEL.NAME`.
+    pub name: String,
+    /// Input shape (NCHW, batch 1).
+    pub input: Shape,
+    /// Output shapes (NCHW, batch 1).
+    pub outputs: Vec<Shape>,
+    /// All activation values.
+    pub values: Vec<PlanValue>,
+    /// Kernel calls in order.
+    pub steps: Vec<Step>,
+    /// Convolution parameters in step order.
+    pub convs: Vec<ConvLayer>,
+    /// Arena length in floats.
+    pub arena_len: usize,
+    /// Scratch floats each thread needs (Winograd tiles).
+    pub scratch_per_thread: usize,
+    /// Total packed-weight floats.
+    pub packed_len: usize,
+}
+
+/// Why a graph cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The graph uses something the compiled engines do not implement yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The graph was not optimized (an unfused BatchNorm, ReLU or resize): a compiler bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Offsets are multiples of this many floats (64 bytes).
+const ALIGN_FLOATS: usize = 16;
+
+/// Builds the plan of an optimized graph (after `--passes all`).
+pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
+    let order = g
+        .schedule()
+        .ok_or_else(|| PlanError::Internal("the graph has a cycle".into()))?;
+    let mut b = Builder {
+        g,
+        values: Vec::new(),
+        steps: Vec::new(),
+        convs: Vec::new(),
+        of: HashMap::new(),
+        at: HashMap::new(),
+    };
+    let input = g.node(g.inputs()[0]).shape;
+    let mut outputs = Vec::new();
+
+    // A conv whose only reader is an add_resized (as the low-resolution operand) is emitted
+    // at the add, fused with it.
+    let deferred = |n: NodeId| -> bool {
+        let users = g.users(n);
+        matches!(g.node(n).op, Op::Conv(ref c) if !c.residual && !c.relu)
+            && users.len() == 1
+            && users[0].1 .0 == 1
+            && matches!(
+                g.node(users[0].0).op,
+                Op::AddResized {
+                    resize: Resize::Nearest { .. },
+                    ..
+                }
+            )
+    };
+
+    // Where each node really executes: a deferred conv runs at its add.
+    for (i, &n) in order.iter().enumerate() {
+        b.at.insert(n, i);
+    }
+    for &n in &order {
+        if deferred(n) {
+            let add = g.users(n)[0].0;
+            let at = b.at[&add];
+            b.at.insert(n, at);
+        }
+    }
+
+    for (step, &n) in order.iter().enumerate() {
+        let node = g.node(n);
+        let ops = g.operands(n);
+        match &node.op {
+            Op::Input => {
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::Input { dst });
+            }
+            Op::Conv(c) => {
+                if deferred(n) {
+                    continue;
+                }
+                let src = b.value(ops[0])?;
+                let layer = b.layer(n, c)?;
+                if c.residual {
+                    let r = b.value(ops[1])?;
+                    if b.last_read(ops[1], step) && b.values[r].storage != b.values[src].storage {
+                        let dst = b.alias(n, r);
+                        b.steps.push(Step::Conv {
+                            layer,
+                            src,
+                            dst,
+                            add: Addend::InPlace,
+                            acc: Some(r),
+                            upsample_log2: 0,
+                            relu: c.relu,
+                        });
+                    } else {
+                        let dst = b.fresh(n, node.shape);
+                        b.steps.push(Step::Conv {
+                            layer,
+                            src,
+                            dst,
+                            add: Addend::Value(r),
+                            acc: None,
+                            upsample_log2: 0,
+                            relu: c.relu,
+                        });
+                    }
+                } else {
+                    let dst = b.fresh(n, node.shape);
+                    b.steps.push(Step::Conv {
+                        layer,
+                        src,
+                        dst,
+                        add: Addend::None,
+                        acc: None,
+                        upsample_log2: 0,
+                        relu: c.relu,
+                    });
+                }
+            }
+            Op::AddResized { resize, relu } => {
+                let Resize::Nearest { factor } = *resize else {
+                    return Err(PlanError::Unsupported(
+                        "bilinear exchange units (segmentation) are not supported by the compiled engines yet".into(),
+                    ));
+                };
+                if !factor.is_power_of_two() {
+                    return Err(PlanError::Internal(format!(
+                        "nearest factor {factor} is not a power of two"
+                    )));
+                }
+                let log2 = factor.trailing_zeros();
+                let acc = b.value(ops[0])?;
+                let acc_dies = b.last_read(ops[0], step);
+                if deferred(ops[1]) {
+                    let conv = ops[1];
+                    let Op::Conv(c) = &g.node(conv).op else {
+                        unreachable!("deferred() checked it")
+                    };
+                    let src = b.value(g.operands(conv)[0])?;
+                    let layer = b.layer(conv, c)?;
+                    if acc_dies && b.values[acc].storage != b.values[src].storage {
+                        let dst = b.alias(n, acc);
+                        b.steps.push(Step::Conv {
+                            layer,
+                            src,
+                            dst,
+                            add: Addend::InPlace,
+                            acc: Some(acc),
+                            upsample_log2: log2,
+                            relu: *relu,
+                        });
+                    } else {
+                        let dst = b.fresh(n, node.shape);
+                        b.steps.push(Step::Conv {
+                            layer,
+                            src,
+                            dst,
+                            add: Addend::Value(acc),
+                            acc: None,
+                            upsample_log2: log2,
+                            relu: *relu,
+                        });
+                    }
+                } else {
+                    let low = b.value(ops[1])?;
+                    let acc = if acc_dies {
+                        acc
+                    } else {
+                        let copy = b.fresh_anon(node.shape);
+                        b.steps.push(Step::Copy {
+                            src: acc,
+                            dst: copy,
+                        });
+                        copy
+                    };
+                    let dst = b.alias(n, acc);
+                    b.steps.push(Step::AddUpsampled {
+                        acc,
+                        low,
+                        dst,
+                        log2,
+                        relu: *relu,
+                    });
+                }
+            }
+            Op::Add { relu } => {
+                let (a, bb) = (b.value(ops[0])?, b.value(ops[1])?);
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::Add {
+                    a,
+                    b: bb,
+                    dst,
+                    relu: *relu,
+                });
+            }
+            Op::Output { index } => {
+                let src = b.value(ops[0])?;
+                outputs.push((*index, node.shape));
+                b.steps.push(Step::Output { src, index: *index });
+            }
+            Op::BatchNorm(_) | Op::Relu | Op::Resize(_) => {
+                return Err(PlanError::Internal(format!(
+                    "{} `{}` was not fused: plan only graphs that went through all passes",
+                    node.op.mnemonic(),
+                    node.name
+                )));
+            }
+        }
+    }
+    outputs.sort_by_key(|o| o.0);
+    let (arena_len, offsets) = allocate(&b.values, &b.steps);
+    let mut values = b.values;
+    for v in &mut values {
+        v.offset = offsets[v.storage];
+    }
+    let scratch_per_thread = b
+        .convs
+        .iter()
+        .map(|c| c.spec.scratch_len(1))
+        .max()
+        .unwrap_or(0);
+    let packed_len = b
+        .convs
+        .last()
+        .map_or(0, |c| c.packed_offset + c.spec.packed_len());
+    Ok(Plan {
+        name: g.name.clone(),
+        input,
+        outputs: outputs.into_iter().map(|o| o.1).collect(),
+        values,
+        steps: b.steps,
+        convs: b.convs,
+        arena_len,
+        scratch_per_thread,
+        packed_len,
+    })
+}
+
+struct Builder<'g> {
+    g: &'g Graph,
+    values: Vec<PlanValue>,
+    steps: Vec<Step>,
+    convs: Vec<ConvLayer>,
+    /// The plan value holding each IR node's result.
+    of: HashMap<NodeId, ValueId>,
+    /// The position in the IR schedule at which each node executes.
+    at: HashMap<NodeId, usize>,
+}
+
+impl Builder<'_> {
+    fn fresh_anon(&mut self, s: Shape) -> ValueId {
+        let id = self.values.len();
+        self.values.push(PlanValue {
+            shape: ActShape::new(s.c, s.h, s.w),
+            offset: 0,
+            storage: id,
+        });
+        id
+    }
+
+    fn fresh(&mut self, n: NodeId, s: Shape) -> ValueId {
+        let id = self.fresh_anon(s);
+        self.of.insert(n, id);
+        id
+    }
+
+    /// A new value for `n` sharing `base`'s storage (an in-place update).
+    fn alias(&mut self, n: NodeId, base: ValueId) -> ValueId {
+        let id = self.values.len();
+        let v = PlanValue {
+            storage: self.values[base].storage,
+            ..self.values[base].clone()
+        };
+        self.values.push(v);
+        self.of.insert(n, id);
+        id
+    }
+
+    fn value(&self, n: NodeId) -> Result<ValueId, PlanError> {
+        self.of.get(&n).copied().ok_or_else(|| {
+            PlanError::Internal(format!(
+                "`{}` is read before it is computed",
+                self.g.node(n).name
+            ))
+        })
+    }
+
+    /// Whether the step executing at IR position `step` is the last to read `n`'s value.
+    fn last_read(&self, n: NodeId, step: usize) -> bool {
+        self.g
+            .users(n)
+            .iter()
+            .all(|(u, _)| self.at.get(u).is_some_and(|&p| p <= step))
+    }
+
+    fn layer(&mut self, n: NodeId, c: &hrnet_ir::ir::Conv) -> Result<usize, PlanError> {
+        let node = self.g.node(n);
+        let x = self.g.node(self.g.operands(n)[0]).shape;
+        if c.padding > hrnet_runtime::kernels::HALO {
+            return Err(PlanError::Unsupported(format!(
+                "conv `{}` pads by {}: at most 1 is supported",
+                node.name, c.padding
+            )));
+        }
+        let spec = ConvSpec::new(
+            c.in_channels,
+            c.out_channels,
+            x.h,
+            x.w,
+            c.kernel,
+            c.stride,
+            c.padding,
+        );
+        let packed_offset = self
+            .convs
+            .last()
+            .map_or(0, |l| l.packed_offset + l.spec.packed_len());
+        let packed_offset = packed_offset.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS;
+        let suffix = node
+            .name
+            .rsplit('.')
+            .next()
+            .unwrap_or("conv")
+            .replace(['.', '-'], "_");
+        let label = match node.place {
+            hrnet_ir::ir::Place::Stem | hrnet_ir::ir::Place::Head => node.name.replace('.', "_"),
+            p => format!("{p}_{suffix}"),
+        };
+        self.convs.push(ConvLayer {
+            key: node.name.clone(),
+            label,
+            bias: c.bias,
+            bn: c.bn.clone(),
+            spec,
+            packed_offset,
+        });
+        Ok(self.convs.len() - 1)
+    }
+}
+
+/// First-fit placement of storages over their live ranges in step order.
+fn allocate(values: &[PlanValue], steps: &[Step]) -> (usize, Vec<usize>) {
+    let storages = values.iter().map(|v| v.storage).max().map_or(0, |m| m + 1);
+    let mut first = vec![usize::MAX; storages];
+    let mut last = vec![0usize; storages];
+    let mut len = vec![0usize; storages];
+    for v in values {
+        len[v.storage] = len[v.storage].max(v.len().div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS);
+    }
+    for (i, s) in steps.iter().enumerate() {
+        for v in step_values(s) {
+            let st = values[v].storage;
+            first[st] = first[st].min(i);
+            last[st] = last[st].max(i);
+        }
+    }
+    let mut order: Vec<usize> = (0..storages).filter(|&s| first[s] != usize::MAX).collect();
+    order.sort_by_key(|&s| (first[s], s));
+    let mut offsets = vec![0usize; storages];
+    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (offset, len, last step)
+    let mut arena = 0;
+    for s in order {
+        live.retain(|&(_, _, l)| l >= first[s]);
+        live.sort_unstable();
+        let mut offset = 0;
+        for &(o, n, _) in &live {
+            if o >= offset + len[s] {
+                break;
+            }
+            offset = offset.max(o + n);
+        }
+        live.push((offset, len[s], last[s]));
+        offsets[s] = offset;
+        arena = arena.max(offset + len[s]);
+    }
+    (arena, offsets)
+}
+
+/// Every value a step reads or writes.
+pub fn step_values(s: &Step) -> Vec<ValueId> {
+    match *s {
+        Step::Input { dst } => vec![dst],
+        Step::Conv {
+            src, dst, add, acc, ..
+        } => {
+            let mut v = vec![src, dst];
+            if let Addend::Value(r) = add {
+                v.push(r);
+            }
+            v.extend(acc);
+            v
+        }
+        Step::Add { a, b, dst, .. } => vec![a, b, dst],
+        Step::AddUpsampled { acc, low, dst, .. } => vec![acc, low, dst],
+        Step::Copy { src, dst } => vec![src, dst],
+        Step::Output { src, .. } => vec![src],
+    }
+}
+
+impl Plan {
+    /// Checks the plan's own invariants: every step's buffers have the shapes its kernel
+    /// needs, and no step writes a buffer it also reads out of place. Used by tests.
+    pub fn check(&self) -> Result<(), String> {
+        let range =
+            |v: ValueId| self.values[v].offset..self.values[v].offset + self.values[v].len();
+        let disjoint = |a: ValueId, b: ValueId| {
+            let (x, y) = (range(a), range(b));
+            x.end <= y.start || y.end <= x.start
+        };
+        for (i, s) in self.steps.iter().enumerate() {
+            for v in step_values(s) {
+                if range(v).end > self.arena_len {
+                    return Err(format!("step {i}: value {v} ends past the arena"));
+                }
+            }
+            match *s {
+                Step::Conv {
+                    layer,
+                    src,
+                    dst,
+                    add,
+                    acc,
+                    upsample_log2,
+                    ..
+                } => {
+                    let spec = &self.convs[layer].spec;
+                    let o = spec.out_shape();
+                    let want = ActShape::new(o.c, o.h << upsample_log2, o.w << upsample_log2);
+                    if self.values[src].shape != spec.in_shape() || self.values[dst].shape != want {
+                        return Err(format!("step {i}: conv shapes do not match its spec"));
+                    }
+                    if !disjoint(src, dst) {
+                        return Err(format!("step {i}: conv writes its own input"));
+                    }
+                    match add {
+                        Addend::Value(r) if !disjoint(r, dst) => {
+                            return Err(format!("step {i}: residual overlaps output"))
+                        }
+                        Addend::InPlace if acc.map(range) != Some(range(dst)) => {
+                            return Err(format!("step {i}: in-place update of another buffer"))
+                        }
+                        _ => {}
+                    }
+                }
+                Step::Add { a, b, dst, .. } if !disjoint(a, dst) || !disjoint(b, dst) => {
+                    return Err(format!("step {i}: add overlaps its output"))
+                }
+                Step::AddUpsampled { acc, low, dst, .. }
+                    if range(acc) != range(dst) || !disjoint(low, dst) =>
+                {
+                    return Err(format!("step {i}: bad in-place add"))
+                }
+                Step::Copy { src, dst } if !disjoint(src, dst) => {
+                    return Err(format!("step {i}: copy overlaps"))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! What a compiled model needs at load and run time, whatever engine compiled it: strict
+//! binding of its parameters, BatchNorm folding and weight packing (once, at load), and the
+//! per-caller working memory ([`Scratch`]) that makes inference allocation-free.
+
+use crate::kernels::{ConvSpec, Ctx};
+use crate::weights::{self, BindError, BindOptions, Checkpoint, TensorSpec, WeightError};
+use std::ops::Range;
+use std::path::Path;
+
+/// BatchNorm ε of every official HRNet.
+pub const BN_EPS: f64 = 1e-5;
+
+/// One convolution's parameters as the compiled model knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams<'a> {
+    /// Official key prefix: the weight is `<key>.weight`, the bias `<key>.bias`.
+    pub key: &'a str,
+    /// Whether the checkpoint has `<key>.bias`.
+    pub bias: bool,
+    /// Key prefix of the BatchNorm folded into this conv.
+    pub bn: Option<&'a str>,
+    /// Shapes and algorithm (decides the packed form).
+    pub spec: ConvSpec,
+    /// Where the packed weights start in the model's weight buffer, in floats.
+    pub packed_offset: usize,
+}
+
+/// Every checkpoint tensor the convolutions need, in order.
+pub fn tensor_specs(convs: &[ConvParams<'_>]) -> Vec<TensorSpec> {
+    let mut v = Vec::new();
+    for c in convs {
+        let s = &c.spec;
+        v.push(TensorSpec::new(format!("{}.weight", c.key), [s.cout, s.cin, s.k, s.k]));
+        if c.bias {
+            v.push(TensorSpec::new(format!("{}.bias", c.key), [s.cout]));
+        }
+        if let Some(bn) = c.bn {
+            for t in ["weight", "bias", "running_mean", "running_var"] {
+                v.push(TensorSpec::new(format!("{bn}.{t}"), [s.cout]));
+            }
+        }
+    }
+    v
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The checkpoint file is unreadable or malformed.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// The checkpoint does not hold exactly the tensors the model needs.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Binds `ckpt` strictly against `convs`, folds each BatchNorm into its conv (in f64) and
+/// packs everything into one buffer of `packed_len` floats.
+pub fn pack_weights(
+    ckpt: &Checkpoint,
+    convs: &[ConvParams<'_>],
+    packed_len: usize,
+    opts: BindOptions,
+) -> Result<Vec<f32>, BindError> {
+    let specs = tensor_specs(convs);
+    let bound = ckpt.bind(&specs, opts)?;
+    let mut tensors = bound.iter();
+    let mut packed = vec![0f32; packed_len];
+    let mut w_folded = Vec::new();
+    let mut b_folded = Vec::new();
+    for c in convs {
+        let s = &c.spec;
+        let mut next = || tensors.next().expect("bind returns one tensor per spec");
+        let w = next();
+        let bias = if c.bias { Some(next()) } else { None };
+        let per_out = s.cin * s.k * s.k;
+        w_folded.clear();
+        b_folded.clear();
+        match c.bn {
+            Some(_) => {
+                let (gamma, beta, mean, var) = (next(), next(), next(), next());
+                for o in 0..s.cout {
+                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
+                    w_folded.extend(w[o * per_out..(o + 1) * per_out].iter().map(|&x| (f64::from(x) * scale) as f32));
+                    let b0 = bias.map_or(0.0, |b| f64::from(b[o]));
+                    b_folded.push(((b0 - f64::from(mean[o])) * scale + f64::from(beta[o])) as f32);
+                }
+            }
+            None => {
+                w_folded.extend_from_slice(w);
+                b_folded.extend(bias.map_or_else(|| vec![0.0; s.cout], <[f32]>::to_vec));
+            }
+        }
+        let dst = &mut packed[c.packed_offset..c.packed_offset + s.packed_len()];
+        s.pack(&w_folded, Some(&b_folded), dst);
+    }
+    Ok(packed)
+}
+
+/// Loads the checkpoint at `path` (any supported format) and packs it, see [`pack_weights`].
+pub fn load_packed(
+    path: &Path,
+    convs: &[ConvParams<'_>],
+    packed_len: usize,
+    opts: BindOptions,
+) -> Result<Vec<f32>, LoadError> {
+    let ckpt = weights::load(path)?;
+    Ok(pack_weights(&ckpt, convs, packed_len, opts)?)
+}
+
+/// A caller's working memory for one model: the activation arena, per-thread scratch and
+/// the thread pool. Create one per calling thread, once; `run` then allocates nothing.
+#[derive(Debug)]
+pub struct Scratch {
+    /// Activations, at the plan's static offsets.
+    pub arena: Vec<f32>,
+    /// Winograd tiles, `threads ×` the per-thread need.
+    pub tiles: Vec<f32>,
+    /// Thread pool and instruction set.
+    pub ctx: Ctx,
+}
+
+impl Scratch {
+    /// Working memory for a model with the given arena and per-thread scratch sizes.
+    pub fn new(arena_len: usize, scratch_per_thread: usize, threads: usize) -> Scratch {
+        let ctx = Ctx::new(threads.max(1));
+        Scratch { arena: vec![0.0; arena_len], tiles: vec![0.0; scratch_per_thread * ctx.threads()], ctx }
+    }
+}
+
+/// A run was called with buffers of the wrong size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The input slice has the wrong length.
+    #[error("input has {actual} elements, the network takes {expected:?} = {} elements", expected.iter().product::<usize>())]
+    Input {
+        /// NCHW shape the network takes.
+        expected: [usize; 4],
+        /// Elements given.
+        actual: usize,
+    },
+    /// The output slice has the wrong length.
+    #[error("output has room for {actual} elements, the network makes {expected:?} = {} elements", expected.iter().product::<usize>())]
+    Output {
+        /// NCHW shape the network makes.
+        expected: [usize; 4],
+        /// Elements given.
+        actual: usize,
+    },
+    /// The scratch was made for another model.
+    #[error("the scratch was made for another model (arena of {actual} floats, this model needs {expected})")]
+    Scratch {
+        /// Floats needed.
+        expected: usize,
+        /// Floats present.
+        actual: usize,
+    },
+}
+
+/// Splits `arena` into a shared view of `src` and a mutable view of `dst`.
+///
+/// # Panics
+/// If the ranges overlap or leave the arena (a plan bug).
+pub fn split2(arena: &mut [f32], src: Range<usize>, dst: Range<usize>) -> (&[f32], &mut [f32]) {
+    assert!(src.end <= arena.len() && dst.end <= arena.len() && src.start <= src.end && dst.start <= dst.end);
+    assert!(src.end <= dst.start || dst.end <= src.start, "split2: overlapping ranges");
+    let p = arena.as_mut_ptr();
+    // SAFETY: both ranges lie inside `arena` and do not overlap, so one shared and one
+    // mutable borrow of them cannot alias; both live no longer than the borrow of `arena`.
+    unsafe {
+        (
+            std::slice::from_raw_parts(p.add(src.start), src.len()),
+            std::slice::from_raw_parts_mut(p.add(dst.start), dst.len()),
+        )
+    }
+}
+
+/// Splits `arena` into shared views of `a` and `b` (which may overlap each other) and a
+/// mutable view of `dst`.
+///
+/// # Panics
+/// If `dst` overlaps `a` or `b`, or a range leaves the arena (a plan bug).
+pub fn split3(arena: &mut [f32], a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (&[f32], &[f32], &mut [f32]) {
+    for r in [&a, &b, &dst] {
+        assert!(r.start <= r.end && r.end <= arena.len());
+    }
+    for r in [&a, &b] {
+        assert!(r.end <= dst.start || dst.end <= r.start, "split3: overlapping ranges");
+    }
+    let p = arena.as_mut_ptr();
+    // SAFETY: all ranges lie inside `arena`; `dst` overlaps neither shared view, so the one
+    // mutable borrow aliases nothing; all live no longer than the borrow of `arena`.
+    unsafe {
+        (
+            std::slice::from_raw_parts(p.add(a.start), a.len()),
+            std::slice::from_raw_parts(p.add(b.start), b.len()),
+            std::slice::from_raw_parts_mut(p.add(dst.start), dst.len()),
+        )
+    }
+}
