@@ -601,9 +601,18 @@ unsafe fn direct_task_avx2(j: &DirectJob, t: usize) {
     unsafe { direct_task::<Y, 1, 6>(j, t) }
 }
 
+/// Same register blocking as AVX-512 (so this generic code is tested on any machine).
 fn direct_task_portable(j: &DirectJob, t: usize) {
+    let (_, nbg) = group(j.ocb, t / j.h_out);
     // SAFETY: forwarded contract of `direct_task` (checked by `conv`).
-    unsafe { direct_task::<P, 1, 4>(j, t) }
+    unsafe {
+        match nbg {
+            1 => direct_task::<P, 1, 16>(j, t),
+            2 => direct_task::<P, 2, 12>(j, t),
+            3 => direct_task::<P, 3, 8>(j, t),
+            _ => direct_task::<P, 4, 6>(j, t),
+        }
+    }
 }
 
 fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) {

@@ -7,6 +7,9 @@
 //! Nothing is allocated per call. With one thread there are no workers and `run` is a plain
 //! loop. `thread` (0 = the caller) lets a task index per-thread scratch memory.
 //!
+//! A worker that is descheduled (the machine is oversubscribed) never delays a job it has not
+//! joined yet: the caller runs all remaining tasks itself and then closes the job's open slots.
+//!
 //! Concurrent or nested calls to `run` on the same pool are safe: the second caller simply runs
 //! its tasks serially on its own thread.
 
@@ -20,6 +23,9 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before parking.
 pub const SPIN: Duration = Duration::from_millis(3);
 
+/// After this long without a job, an idle worker yields its time slice between spins.
+const YIELD_AFTER: Duration = Duration::from_micros(200);
+
 type Job = dyn Fn(usize, usize) + Sync;
 
 /// State shared between the caller of [`Pool::run`] and the workers.
@@ -31,8 +37,11 @@ struct Shared {
     next: AtomicUsize,
     /// Bumped once per job (and once at shutdown).
     epoch: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    pending: AtomicUsize,
+    /// Worker slots of the current job not yet claimed; the caller closes the job by swapping
+    /// it to 0, so a worker that wakes up late never blocks the caller.
+    slots: AtomicUsize,
+    /// Claimed slots whose worker has finished.
+    done: AtomicUsize,
     busy: AtomicBool,
     shutdown: AtomicBool,
     panicked: AtomicBool,
@@ -40,9 +49,10 @@ struct Shared {
     sleeping: Vec<AtomicBool>,
 }
 
-// SAFETY: `job` is only written by the holder of `busy` while no worker reads it (all workers
-// have decremented `pending` for the previous job), and read by workers between the epoch bump
-// and their `pending` decrement, during which the caller keeps the pointee alive and unchanged.
+// SAFETY: `job` is only written by the holder of `busy` while no worker reads it (every worker
+// that claimed a slot of the previous job has bumped `done`, and unclaimed slots were closed),
+// and read by a worker only between claiming a slot and bumping `done`, during which the caller
+// keeps the pointee alive and unchanged.
 unsafe impl Sync for Shared {}
 // SAFETY: the raw pointer inside is only dereferenced under the protocol above.
 unsafe impl Send for Shared {}
@@ -72,7 +82,8 @@ impl Pool {
             n_tasks: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             epoch: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            slots: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
@@ -119,15 +130,17 @@ impl Pool {
             }
             return;
         }
-        // SAFETY: we hold `busy` and every worker finished the previous job (`pending` reached 0
-        // before the previous holder released `busy`), so nobody reads `job` now. The lifetime is
-        // erased, but we do not return before every worker is done with this job.
+        // SAFETY: we hold `busy`, and every worker that claimed a slot of the previous job has
+        // finished it while the other slots were closed, so nobody reads `job` now. The lifetime
+        // is erased, but we do not return before every worker that claims this job is done.
         unsafe {
             *s.job.get() = std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), *const Job>(f);
         }
+        let n_workers = self.workers.len();
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
-        s.pending.store(self.workers.len(), Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        s.slots.store(n_workers, Ordering::Release);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         for (i, w) in self.workers.iter().enumerate() {
             if s.sleeping[i].load(Ordering::SeqCst) {
@@ -141,7 +154,9 @@ impl Pool {
             }
             f(t, 0);
         }));
-        while s.pending.load(Ordering::Acquire) != 0 {
+        // Close the job: workers that have not claimed a slot yet never will.
+        let claimed = n_workers - s.slots.swap(0, Ordering::AcqRel);
+        while s.done.load(Ordering::Acquire) != claimed {
             std::hint::spin_loop();
         }
         s.busy.store(false, Ordering::Release);
@@ -180,8 +195,16 @@ fn worker(s: &Shared, index: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 || start.elapsed() < SPIN {
+            if spins % 256 != 0 {
                 std::hint::spin_loop();
+                continue;
+            }
+            let idle = start.elapsed();
+            if idle < SPIN {
+                if idle > YIELD_AFTER {
+                    // Let other processes run if the machine is oversubscribed.
+                    thread::yield_now();
+                }
                 continue;
             }
             s.sleeping[index].store(true, Ordering::SeqCst);
@@ -193,8 +216,23 @@ fn worker(s: &Shared, index: usize) {
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: the epoch bump (Acquire above) happened after the caller stored a valid job
-        // pointer, and the caller keeps it alive until we decrement `pending` below.
+        // Claim a slot of the current job, if it is still open.
+        let mut open = s.slots.load(Ordering::Acquire);
+        loop {
+            if open == 0 {
+                break;
+            }
+            match s.slots.compare_exchange_weak(open, open - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(v) => open = v,
+            }
+        }
+        if open == 0 {
+            continue;
+        }
+        seen = s.epoch.load(Ordering::Acquire);
+        // SAFETY: the slot we claimed was opened (Release) after the caller stored a valid job
+        // pointer, and the caller keeps it alive until we bump `done` below.
         let job: &Job = unsafe { &**s.job.get() };
         let n = s.n_tasks.load(Ordering::Relaxed);
         let res = catch_unwind(AssertUnwindSafe(|| loop {
@@ -207,6 +245,6 @@ fn worker(s: &Shared, index: usize) {
         if res.is_err() {
             s.panicked.store(true, Ordering::Relaxed);
         }
-        s.pending.fetch_sub(1, Ordering::Release);
+        s.done.fetch_add(1, Ordering::Release);
     }
 }

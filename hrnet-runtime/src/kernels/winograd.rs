@@ -401,7 +401,13 @@ fn wino_task_portable<const M: usize>(j: &WinoJob, t: usize, thread: usize) {
         let (vs, ms) = scratch_of::<M>(j, thread);
         wino_input::<P, M>(j, t0, nt, vs);
         for g in g0..g1 {
-            wino_group::<P, M, 1, 4>(j, g, t0, nt, vs, ms);
+            // Same register blocking as AVX-512 (so this generic code is tested anywhere).
+            match group(j.ocb, g).1 {
+                1 => wino_group::<P, M, 1, 16>(j, g, t0, nt, vs, ms),
+                2 => wino_group::<P, M, 2, 12>(j, g, t0, nt, vs, ms),
+                3 => wino_group::<P, M, 3, 8>(j, g, t0, nt, vs, ms),
+                _ => wino_group::<P, M, 4, 6>(j, g, t0, nt, vs, ms),
+            }
         }
     }
 }

@@ -1,0 +1,180 @@
+//! Times every HRNet-W32 pose 256×192 conv shape at 1 and 2 threads and estimates the
+//! whole-network conv time (each shape weighted by how often it occurs among W32's 293 convs).
+//!
+//! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [-- --shape NAME]`
+//! (`HRNET_ISA=avx2|portable` to time the other instruction sets).
+
+use hrnet_runtime::kernels::{conv, Algo, ConvSpec, Ctx, Epilogue, Pool};
+use std::time::{Duration, Instant};
+
+/// One W32 conv shape: name, count in the network, spec, upsample factor (log2) of its epilogue.
+struct Shape {
+    name: &'static str,
+    count: usize,
+    spec: ConvSpec,
+    up: u32,
+}
+
+const fn s(
+    name: &'static str,
+    count: usize,
+    (cin, cout, h, w, k, stride): (usize, usize, usize, usize, usize, usize),
+    up: u32,
+) -> Shape {
+    let pad = if k == 3 { 1 } else { 0 };
+    Shape { name, count, spec: ConvSpec::new(cin, cout, h, w, k, stride, pad), up }
+}
+
+/// W32 pose 256×192: input sizes are the conv's *input* H×W.
+fn w32() -> Vec<Shape> {
+    vec![
+        s("stem1 3>64 3x3s2 256x192", 1, (3, 64, 256, 192, 3, 2), 0),
+        s("stem2 64>64 3x3s2 128x96", 1, (64, 64, 128, 96, 3, 2), 0),
+        s("l1 64>64 1x1 64x48", 1, (64, 64, 64, 48, 1, 1), 0),
+        s("l1 256>64 1x1 64x48", 3, (256, 64, 64, 48, 1, 1), 0),
+        s("l1 64>64 3x3 64x48", 4, (64, 64, 64, 48, 3, 1), 0),
+        s("l1 64>256 1x1 64x48", 5, (64, 256, 64, 48, 1, 1), 0),
+        s("t1 256>32 3x3 64x48", 1, (256, 32, 64, 48, 3, 1), 0),
+        s("t1 256>64 3x3s2 64x48", 1, (256, 64, 64, 48, 3, 2), 0),
+        s("basic 32 3x3 64x48", 64, (32, 32, 64, 48, 3, 1), 0),
+        s("basic 64 3x3 32x24", 64, (64, 64, 32, 24, 3, 1), 0),
+        s("basic 128 3x3 16x12", 56, (128, 128, 16, 12, 3, 1), 0),
+        s("basic 256 3x3 8x6", 24, (256, 256, 8, 6, 3, 1), 0),
+        s("down 32>64 3x3s2 64x48", 7, (32, 64, 64, 48, 3, 2), 0),
+        s("down 32>32 3x3s2 64x48", 8, (32, 32, 64, 48, 3, 2), 0),
+        s("down 32>128 3x3s2 32x24", 6, (32, 128, 32, 24, 3, 2), 0),
+        s("down 64>128 3x3s2 32x24", 7, (64, 128, 32, 24, 3, 2), 0),
+        s("down 128>256 3x3s2 16x12", 3, (128, 256, 16, 12, 3, 2), 0),
+        s("down 32>32 3x3s2 32x24", 2, (32, 32, 32, 24, 3, 2), 0),
+        s("down 32>256 3x3s2 16x12", 2, (32, 256, 16, 12, 3, 2), 0),
+        s("down 64>64 3x3s2 32x24", 2, (64, 64, 32, 24, 3, 2), 0),
+        s("down 64>256 3x3s2 16x12", 2, (64, 256, 16, 12, 3, 2), 0),
+        s("up 64>32 1x1 32x24 x2", 8, (64, 32, 32, 24, 1, 1), 1),
+        s("up 128>32 1x1 16x12 x4", 7, (128, 32, 16, 12, 1, 1), 2),
+        s("up 128>64 1x1 16x12 x2", 6, (128, 64, 16, 12, 1, 1), 1),
+        s("up 256>32 1x1 8x6 x8", 3, (256, 32, 8, 6, 1, 1), 3),
+        s("up 256>64 1x1 8x6 x4", 2, (256, 64, 8, 6, 1, 1), 2),
+        s("up 256>128 1x1 8x6 x2", 2, (256, 128, 8, 6, 1, 1), 1),
+        s("final 32>17 1x1 64x48", 1, (32, 17, 64, 48, 1, 1), 0),
+    ]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median time per call in seconds over `reps` repetitions of ~`budget` each.
+fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> f64 {
+    f();
+    let t = Instant::now();
+    f();
+    let one = t.elapsed().as_secs_f64().max(1e-7);
+    let iters = ((budget.as_secs_f64() / one) as usize).clamp(1, 100_000);
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        })
+        .collect();
+    median(&mut v)
+}
+
+fn bench_conv(ctx: &Ctx, spec: &ConvSpec, up: u32, budget: Duration, reps: usize) -> f64 {
+    let ins = spec.in_shape();
+    let os = spec.out_shape();
+    let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
+    let mut seed = 1u32;
+    let mut rnd = || {
+        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    let x: Vec<f32> = (0..spec.cin * ins.h * ins.w).map(|_| rnd()).collect();
+    let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k).map(|_| rnd() * 0.1).collect();
+    let mut xb = vec![0.0; ins.len()];
+    hrnet_runtime::kernels::from_nchw(ins, &x, &mut xb);
+    let mut packed = vec![0.0; spec.packed_len()];
+    spec.pack(&w, None, &mut packed);
+    let mut out = vec![0.0; hr.len()];
+    let mut scratch = vec![0.0; spec.scratch_len(ctx.threads())];
+    let epi = if up > 0 { Epilogue::upsample_accumulate(up, false) } else { Epilogue::plain(true) };
+    time_it(|| conv(ctx, spec, &xb, &packed, &mut out, epi, &mut scratch), budget, reps)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args.iter().position(|a| a == "--shape").map(|i| args[i + 1].clone());
+    let (budget, reps) = if quick { (Duration::from_millis(20), 3) } else { (Duration::from_millis(60), 7) };
+    let shapes = w32();
+    let n_convs: usize = shapes.iter().map(|s| s.count).sum();
+    let macs: usize = shapes.iter().map(|s| s.count * s.spec.macs()).sum();
+    let isa = hrnet_runtime::kernels::Isa::active();
+    println!("HRNet-W32 pose 256x192: {n_convs} convs, {:.3} GMACs; ISA {isa:?}", macs as f64 * 1e-9);
+
+    // Pool fork-join overhead.
+    for threads in [1, 2] {
+        let pool = Pool::new(threads);
+        let mut v: Vec<f64> = (0..9)
+            .map(|_| time_it(|| pool.run(threads, &|_, _| {}), Duration::from_millis(20), 1))
+            .collect();
+        println!("pool.run({threads} empty tasks) on {threads} thread(s): {:.3} us (median)", median(&mut v) * 1e6);
+    }
+
+    let mut totals = [[0.0f64; 2]; 2]; // [default, best][threads]
+    for threads in [1usize, 2] {
+        let ctx = Ctx::new(threads);
+        println!("\n== {threads} thread(s) ==");
+        println!(
+            "{:<28} {:>5} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+            "shape", "count", "direct us", "GF/s", "F2 us", "F4 us", "best GF/s", "x count ms"
+        );
+        for sh in &shapes {
+            if only.as_deref().is_some_and(|o| !sh.name.contains(o)) {
+                continue;
+            }
+            let flops = 2.0 * sh.spec.macs() as f64;
+            let d = bench_conv(&ctx, &sh.spec.with_algo(Algo::Direct), sh.up, budget, reps);
+            let (f2, f4) = if sh.spec.is_winograd_shape() {
+                (
+                    bench_conv(&ctx, &sh.spec.with_algo(Algo::Winograd2), sh.up, budget, reps),
+                    bench_conv(&ctx, &sh.spec.with_algo(Algo::Winograd4), sh.up, budget, reps),
+                )
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            let default = match sh.spec.algo {
+                Algo::Direct => d,
+                Algo::Winograd2 => f2,
+                Algo::Winograd4 => f4,
+            };
+            let best = [d, f2, f4].into_iter().filter(|t| t.is_finite()).fold(f64::INFINITY, f64::min);
+            totals[0][threads - 1] += default * sh.count as f64;
+            totals[1][threads - 1] += best * sh.count as f64;
+            let us = |t: f64| if t.is_finite() { format!("{:.1}", t * 1e6) } else { "-".into() };
+            println!(
+                "{:<28} {:>5} {:>10} {:>10.1} {:>9} {:>9} {:>9.1} {:>8.3}",
+                sh.name,
+                sh.count,
+                us(d),
+                flops / d * 1e-9,
+                us(f2),
+                us(f4),
+                flops / best * 1e-9,
+                default * sh.count as f64 * 1e3
+            );
+        }
+    }
+    println!();
+    for (t, goal) in [(1usize, 115.0), (2, 55.0)] {
+        println!(
+            "estimated W32 conv time, {t} thread(s): {:.1} ms with default algorithms ({:.1} ms with the best per shape); goal {goal} ms; effective {:.0} GFLOP/s",
+            totals[0][t - 1] * 1e3,
+            totals[1][t - 1] * 1e3,
+            2.0 * macs as f64 / totals[0][t - 1] * 1e-9
+        );
+    }
+}
