@@ -38,9 +38,12 @@ pub struct HeatmapShape {
 }
 
 impl HeatmapShape {
-    /// Number of values, `joints × height × width`.
+    /// Number of values, `joints × height × width` (saturating instead of overflowing: such a
+    /// shape never passes the size checks).
     pub fn len(&self) -> usize {
-        self.joints * self.height * self.width
+        self.joints
+            .saturating_mul(self.height)
+            .saturating_mul(self.width)
     }
 
     /// Whether the shape holds no value.
@@ -49,7 +52,11 @@ impl HeatmapShape {
     }
 
     fn check(&self, what: &'static str, got: usize) -> Result<(), PoseError> {
-        if self.height == 0 || self.width == 0 {
+        let fits = self
+            .joints
+            .checked_mul(self.height)
+            .and_then(|n| n.checked_mul(self.width));
+        if self.height == 0 || self.width == 0 || fits.is_none() {
             return Err(PoseError::InvalidHeatmapSize {
                 width: self.width,
                 height: self.height,

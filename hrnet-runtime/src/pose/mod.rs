@@ -277,7 +277,23 @@ impl<M: HeatmapModel> PoseEstimator<M> {
             height: hm_h,
             width: hm_w,
         };
-        let plane = input_w * input_h;
+        let plane = input_w
+            .checked_mul(input_h)
+            .filter(|p| p.checked_mul(3).is_some())
+            .ok_or(PoseError::InvalidInputSize {
+                width: input_w,
+                height: input_h,
+            })?;
+        if hm_w
+            .checked_mul(hm_h)
+            .and_then(|n| n.checked_mul(joints))
+            .is_none()
+        {
+            return Err(PoseError::InvalidHeatmapSize {
+                width: hm_w,
+                height: hm_h,
+            });
+        }
         Ok(PoseEstimator {
             model,
             dataset,

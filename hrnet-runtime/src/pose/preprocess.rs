@@ -43,7 +43,12 @@ pub fn normalize_rgb(
     height: usize,
     tensor: &mut [f32],
 ) -> Result<(), PoseError> {
-    let plane = width * height;
+    let Some(plane) = width
+        .checked_mul(height)
+        .filter(|p| p.checked_mul(3).is_some())
+    else {
+        return Err(PoseError::InvalidInputSize { width, height });
+    };
     if crop.len() != 3 * plane {
         return Err(PoseError::BufferSize {
             what: "crop",

@@ -121,18 +121,19 @@ pub fn warp_affine_linear(
     dst_height: usize,
 ) -> Result<(), PoseError> {
     src.check()?;
-    if dst_width == 0
-        || dst_height == 0
-        || dst_width > i32::MAX as usize
-        || dst_height > i32::MAX as usize
-    {
-        return Err(PoseError::InvalidInputSize {
-            width: dst_width,
-            height: dst_height,
-        });
-    }
     let cn = src.channels;
-    let need = dst_width * dst_height * cn;
+    let need = match dst_width
+        .checked_mul(dst_height)
+        .and_then(|n| n.checked_mul(cn))
+    {
+        Some(n) if n > 0 && dst_width <= i32::MAX as usize && dst_height <= i32::MAX as usize => n,
+        _ => {
+            return Err(PoseError::InvalidInputSize {
+                width: dst_width,
+                height: dst_height,
+            })
+        }
+    };
     if dst.len() != need {
         return Err(PoseError::BufferSize {
             what: "crop",
