@@ -14,9 +14,36 @@
 //! interpreter, a generated model, the JIT), with buffers allocated once; every step is also a
 //! free function. [`draw_keypoints`] renders the result, [`load_rgb`] and [`save_png`] do the I/O.
 //!
+//! ```no_run
+//! use hrnet_runtime::pose::{self, BoxXywh, HeatmapModel, ModelError, PoseEstimator};
+//!
+//! /// Any engine: wrap it so the pipeline can call it.
+//! struct MyEngine;
+//! impl HeatmapModel for MyEngine {
+//!     fn input_size(&self) -> (usize, usize) { (192, 256) } // IMAGE_SIZE, [width, height]
+//!     fn num_joints(&self) -> usize { 17 }                  // COCO
+//!     fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+//!         heatmaps.fill(0.0); // run the network here: 1×3×256×192 in, 1×17×64×48 out
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), pose::PoseError> {
+//! let mut image = pose::load_rgb("person.jpg".as_ref())?;
+//! let mut estimator = PoseEstimator::new(MyEngine)?;
+//! let people = estimator.estimate(&image, &[BoxXywh::new(100.0, 50.0, 120.0, 300.0)], true)?;
+//! let style = pose::DrawStyle::for_image(&image);
+//! for person in &people {
+//!     pose::draw_keypoints(&mut image, &person.keypoints, estimator.dataset(), &style);
+//! }
+//! pose::save_png(&image, "person_pose.png".as_ref())?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! - [`transform`]: boxes, center/scale, the affine transform.
 //! - [`warp`]: the bit-exact `cv2.warpAffine` for 8-bit images.
-//! - [`preprocess`]: crop + normalization.
+//! - [`mod@preprocess`]: crop + normalization.
 //! - [`decode`]: flip test and heatmap decoding.
 //! - [`skeleton`]: COCO and MPII layouts (flip pairs, skeletons).
 //! - [`draw`]: rendering and image files.

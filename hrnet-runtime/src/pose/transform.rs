@@ -35,6 +35,16 @@ impl BoxXywh {
         BoxXywh { x, y, w, h }
     }
 
+    /// The whole image as one box, for pictures of a single person without a detector.
+    pub fn whole_image(width: u32, height: u32) -> Self {
+        BoxXywh {
+            x: 0.0,
+            y: 0.0,
+            w: f64::from(width),
+            h: f64::from(height),
+        }
+    }
+
     /// A box from two corners `(x1, y1)` (top-left) and `(x2, y2)` (bottom-right).
     pub fn from_corners(x1: f64, y1: f64, x2: f64, y2: f64) -> Self {
         BoxXywh {
@@ -245,6 +255,14 @@ mod tests {
         assert!(CenterScale::from_box(BoxXywh::new(0.0, 0.0, 0.0, 10.0), 192, 256).is_err());
         assert!(CenterScale::from_box(BoxXywh::new(f64::NAN, 0.0, 1.0, 10.0), 192, 256).is_err());
         assert!(CenterScale::from_box(BoxXywh::new(0.0, 0.0, 1.0, 10.0), 0, 256).is_err());
+        assert_eq!(
+            BoxXywh::from_corners(1.0, 2.0, 4.0, 8.0),
+            BoxXywh::new(1.0, 2.0, 3.0, 6.0)
+        );
+        assert_eq!(
+            BoxXywh::whole_image(640, 480),
+            BoxXywh::new(0.0, 0.0, 640.0, 480.0)
+        );
     }
 
     #[test]
