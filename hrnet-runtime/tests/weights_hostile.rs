@@ -51,10 +51,22 @@ impl Pickle {
     /// `_rebuild_tensor_v2(('storage', FloatStorage, key, 'cpu', numel), offset, size, stride,
     /// False, OrderedDict())`.
     fn tensor(self, key: &str, numel: u32, offset: u32, size: &[u32], stride: &[u32]) -> Pickle {
+        self.typed_tensor("FloatStorage", key, numel, offset, size, stride)
+    }
+    /// [`Pickle::tensor`] with another storage class.
+    fn typed_tensor(
+        self,
+        storage: &str,
+        key: &str,
+        numel: u32,
+        offset: u32,
+        size: &[u32],
+        stride: &[u32],
+    ) -> Pickle {
         self.global("torch._utils", "_rebuild_tensor_v2")
             .raw(b"((")
             .str("storage")
-            .global("torch", "FloatStorage")
+            .global("torch", storage)
             .str(key)
             .str("cpu")
             .int(numel)
@@ -191,6 +203,66 @@ fn crafted_files_load() {
         assert_eq!(f32s(&c, "t"), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
         assert_eq!(c.get("t").map(|t| t.shape.clone()), Some(vec![3, 2]));
         assert_eq!(f32s(&c, "b"), [8.0]);
+    }
+}
+
+#[test]
+fn storage_types_parameters_and_training_wrappers() {
+    // {'epoch': 3, 'perf': 0.5, 'state_dict': {'module.h': f16, 'module.b': bf16,
+    //  'module.d': f64 (a Parameter), 'module.n': i64 scalar}, 'optimizer': {...}}
+    let pkl = Pickle::new()
+        .raw(b"}(")
+        .str("epoch")
+        .int(3)
+        .str("perf")
+        .raw(b"G?\xe0\x00\x00\x00\x00\x00\x00")
+        .str("state_dict")
+        .raw(b"}(")
+        .str("module.h")
+        .typed_tensor("HalfStorage", "h", 2, 0, &[2], &[1])
+        .str("module.b")
+        .typed_tensor("BFloat16Storage", "b", 1, 0, &[1], &[1])
+        .str("module.d")
+        .global("torch._utils", "_rebuild_parameter")
+        .raw(b"(")
+        .typed_tensor("DoubleStorage", "d", 1, 0, &[], &[])
+        .raw(b"\x88")
+        .global("collections", "OrderedDict")
+        .raw(b")RtR")
+        .str("module.n")
+        .typed_tensor("LongStorage", "n", 1, 0, &[], &[])
+        .raw(b"u")
+        .str("optimizer")
+        .raw(b"}(")
+        .str("lr")
+        .raw(b"G?\xb9\x99\x99\x99\x99\x99\x9a")
+        .raw(b"u")
+        .raw(b"u")
+        .done();
+    let h: Vec<u8> = [0x3c00u16, 0xc000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let b = 0x3fc0u16.to_le_bytes();
+    let d = 0.25f64.to_le_bytes();
+    let n = 42i64.to_le_bytes();
+    let z = torch_zip(&pkl, &[("h", &h), ("b", &b), ("d", &d), ("n", &n)]);
+    let l = legacy(
+        &pkl,
+        &[("h", 2, &h), ("b", 1, &b), ("d", 1, &d), ("n", 1, &n)],
+    );
+    for bytes in [z, l] {
+        let c = weights::load_bytes(&bytes).expect("loads");
+        assert!(c.from_training_checkpoint());
+        assert_eq!(c.names().collect::<Vec<_>>(), ["h", "b", "d", "n"]);
+        assert_eq!(f32s(&c, "h"), [1.0, -2.0]);
+        assert_eq!(f32s(&c, "b"), [1.5]);
+        assert_eq!(f32s(&c, "d"), [0.25]);
+        let nt = c.get("n").expect("n");
+        assert_eq!(
+            (nt.shape.as_slice(), &nt.data),
+            (&[][..], &TensorData::I64(vec![42]))
+        );
     }
 }
 

@@ -132,9 +132,9 @@ pub enum Value {
     /// An allowed global (class or function), not called.
     Global(Global),
     /// A storage from a persistent id.
-    Storage(StorageRef),
+    Storage(Box<StorageRef>),
     /// A tensor view of a storage.
-    Tensor(TensorRef),
+    Tensor(Box<TensorRef>),
 }
 
 impl Value {
@@ -287,6 +287,12 @@ impl Item {
 /// Bytes after `STOP` are not looked at. Allocation is bounded by a budget proportional to
 /// `data.len()`.
 pub fn parse(data: &[u8]) -> Result<Parsed, PickleError> {
+    parse_metered(data).0
+}
+
+/// [`parse`], also returning how much of the allocation budget it charged.
+fn parse_metered(data: &[u8]) -> (Result<Parsed, PickleError>, usize) {
+    let budget = BUDGET_BASE.saturating_add(data.len().saturating_mul(BUDGET_PER_INPUT_BYTE));
     let mut m = Machine {
         data,
         pos: 0,
@@ -294,10 +300,10 @@ pub fn parse(data: &[u8]) -> Result<Parsed, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
-        budget: BUDGET_BASE.saturating_add(data.len().saturating_mul(BUDGET_PER_INPUT_BYTE)),
+        budget,
     };
-    let value = m.run()?;
-    Ok(Parsed { value, len: m.pos })
+    let result = m.run().map(|value| Parsed { value, len: m.pos });
+    (result, budget - m.budget)
 }
 
 struct Machine<'a> {
@@ -708,7 +714,7 @@ impl<'a> Machine<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let storage = self.persistent_load(pid.value)?;
-                    self.push_leaf(Value::Storage(storage))?;
+                    self.push_leaf(Value::Storage(Box::new(storage)))?;
                 }
                 // BINGET, LONG_BINGET
                 b'h' => {
@@ -849,12 +855,12 @@ impl<'a> Machine<'a> {
                         stride.len()
                     ))));
                 }
-                Ok(Value::Tensor(TensorRef {
-                    storage,
+                Ok(Value::Tensor(Box::new(TensorRef {
+                    storage: *storage,
                     offset,
                     size,
                     stride,
-                }))
+                })))
             }
             Global::RebuildParameter => match args.into_iter().next() {
                 Some(Value::Tensor(t)) => Ok(Value::Tensor(t)),
@@ -1082,6 +1088,34 @@ mod tests {
         }
         p.extend_from_slice(b"l.");
         assert_eq!(kind(&p), PickleErrorKind::TooLarge);
+    }
+
+    #[test]
+    fn real_checkpoints_use_a_small_part_of_the_budget() {
+        // The fixture's training checkpoint pickle (380 tensors): the charge must stay a small
+        // multiple of the pickle's size, far below the per-byte budget, so that checkpoints of
+        // any size load.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/tiny_pose/weights_checkpoint.pth"
+        );
+        let file = std::fs::File::open(path).expect("fixture");
+        let mut archive = zip::ZipArchive::new(file).expect("zip");
+        let mut pkl = Vec::new();
+        std::io::Read::read_to_end(
+            &mut archive
+                .by_name("weights_checkpoint/data.pkl")
+                .expect("data.pkl"),
+            &mut pkl,
+        )
+        .expect("read");
+        let (result, used) = parse_metered(&pkl);
+        assert!(result.is_ok());
+        assert!(
+            used < 16 * pkl.len(),
+            "charged {used} for a {}-byte pickle",
+            pkl.len()
+        );
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub(super) fn load_legacy(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
 fn collect_storages(v: &Value, out: &mut HashMap<String, StorageRef>) {
     match v {
         Value::Storage(s) => {
-            out.entry(s.key.clone()).or_insert_with(|| s.clone());
+            out.entry(s.key.clone()).or_insert_with(|| (**s).clone());
         }
         Value::Tensor(t) => {
             out.entry(t.storage.key.clone())
@@ -311,6 +311,7 @@ fn select_state_dict(root: Value) -> Result<Selected, WeightError> {
     let mut position: HashMap<String, usize> = HashMap::new();
     for (k, v) in entries {
         let Value::Tensor(t) = v else { continue };
+        let t = *t;
         let Value::Str(name) = k else {
             return Err(malformed(format!(
                 "a tensor has a {} key, not a name",
@@ -583,13 +584,16 @@ mod tests {
 
     #[test]
     fn state_dict_selection_and_prefixes() {
-        let t = Value::Tensor(view(0, &[1], &[1], 1));
+        let t = Value::Tensor(Box::new(view(0, &[1], &[1], 1)));
         let s = |x: &str| Value::Str(x.to_owned());
         let inner = Value::Dict(vec![
             (s("module.model.a"), t.clone()),
             (s("module.model.b"), t.clone()),
             (s("module.loss.w"), t.clone()),
-            (s("module.model.a"), Value::Tensor(view(0, &[2], &[1], 2))),
+            (
+                s("module.model.a"),
+                Value::Tensor(Box::new(view(0, &[2], &[1], 2))),
+            ),
         ]);
         let root = Value::Dict(vec![
             (s("epoch"), Value::Int(3)),
