@@ -1,7 +1,7 @@
 //! Times every HRNet-W32 pose 256×192 conv shape at 1 and 2 threads and estimates the
 //! whole-network conv time (each shape weighted by how often it occurs among W32's 293 convs).
 //!
-//! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [-- --shape NAME]`
+//! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [--hot] [--shape NAME]`
 //! (`HRNET_ISA=avx2|portable` to time the other instruction sets).
 
 use hrnet_runtime::kernels::{conv, Algo, ConvSpec, Ctx, Epilogue, Pool};
@@ -22,7 +22,12 @@ const fn s(
     up: u32,
 ) -> Shape {
     let pad = if k == 3 { 1 } else { 0 };
-    Shape { name, count, spec: ConvSpec::new(cin, cout, h, w, k, stride, pad), up }
+    Shape {
+        name,
+        count,
+        spec: ConvSpec::new(cin, cout, h, w, k, stride, pad),
+        up,
+    }
 }
 
 /// W32 pose 256×192: input sizes are the conv's *input* H×W.
@@ -64,26 +69,58 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median time per call in seconds over `reps` repetitions of ~`budget` each.
-fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> f64 {
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+}
+
+/// CPU time of the calling thread, in seconds (Linux `CLOCK_THREAD_CPUTIME_ID`): unlike wall
+/// time it does not grow while the thread is preempted, which matters on a shared machine.
+fn thread_cpu() -> f64 {
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; clock 3 is CLOCK_THREAD_CPUTIME_ID on Linux.
+    let rc = unsafe { clock_gettime(3, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Per-call time in seconds: the median over `reps` batches of ~`budget` of the calling
+/// thread's CPU time (see [`thread_cpu`]; with 2 threads the caller spins while it waits, so
+/// this is the wall time minus the caller's preemption), and the median wall time.
+fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> (f64, f64) {
     f();
     let t = Instant::now();
     f();
     let one = t.elapsed().as_secs_f64().max(1e-7);
     let iters = ((budget.as_secs_f64() / one) as usize).clamp(1, 100_000);
-    let mut v: Vec<f64> = (0..reps)
+    let (mut cpu, mut wall): (Vec<f64>, Vec<f64>) = (0..reps)
         .map(|_| {
             let t = Instant::now();
+            let c = thread_cpu();
             for _ in 0..iters {
                 f();
             }
-            t.elapsed().as_secs_f64() / iters as f64
+            let c = thread_cpu() - c;
+            (c / iters as f64, t.elapsed().as_secs_f64() / iters as f64)
         })
-        .collect();
-    median(&mut v)
+        .unzip();
+    (median(&mut cpu), median(&mut wall))
 }
 
-fn bench_conv(ctx: &Ctx, spec: &ConvSpec, up: u32, budget: Duration, reps: usize) -> f64 {
+/// `--hot`: reuse one copy of the weights (cache-resident, optimistic).
+fn hot_weights() -> bool {
+    std::env::args().any(|a| a == "--hot")
+}
+
+fn bench_conv(ctx: &Ctx, spec: &ConvSpec, up: u32, budget: Duration, reps: usize) -> (f64, f64) {
     let ins = spec.in_shape();
     let os = spec.out_shape();
     let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
@@ -93,88 +130,160 @@ fn bench_conv(ctx: &Ctx, spec: &ConvSpec, up: u32, budget: Duration, reps: usize
         (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
     };
     let x: Vec<f32> = (0..spec.cin * ins.h * ins.w).map(|_| rnd()).collect();
-    let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k).map(|_| rnd() * 0.1).collect();
+    let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k)
+        .map(|_| rnd() * 0.1)
+        .collect();
     let mut xb = vec![0.0; ins.len()];
     hrnet_runtime::kernels::from_nchw(ins, &x, &mut xb);
     let mut packed = vec![0.0; spec.packed_len()];
     spec.pack(&w, None, &mut packed);
+    // In the network every conv has its own weights (W32: ~114 MB, more than the L3), so by
+    // default each call reads a different copy of the weights, cycling through > 64 MB.
+    let copies = if hot_weights() {
+        1
+    } else {
+        (64 << 20) / (4 * packed.len()) + 1
+    };
+    let packed: Vec<Vec<f32>> = (0..copies).map(|_| packed.clone()).collect();
     let mut out = vec![0.0; hr.len()];
     let mut scratch = vec![0.0; spec.scratch_len(ctx.threads())];
-    let epi = if up > 0 { Epilogue::upsample_accumulate(up, false) } else { Epilogue::plain(true) };
-    time_it(|| conv(ctx, spec, &xb, &packed, &mut out, epi, &mut scratch), budget, reps)
+    let epi = if up > 0 {
+        Epilogue::upsample_accumulate(up, false)
+    } else {
+        Epilogue::plain(true)
+    };
+    let mut i = 0;
+    time_it(
+        || {
+            i = (i + 1) % copies;
+            conv(ctx, spec, &xb, &packed[i], &mut out, epi, &mut scratch)
+        },
+        budget,
+        reps,
+    )
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let only = args.iter().position(|a| a == "--shape").map(|i| args[i + 1].clone());
-    let (budget, reps) = if quick { (Duration::from_millis(20), 3) } else { (Duration::from_millis(60), 7) };
+    let only = args
+        .iter()
+        .position(|a| a == "--shape")
+        .map(|i| args[i + 1].clone());
+    let (budget, reps) = if quick {
+        (Duration::from_millis(20), 3)
+    } else {
+        (Duration::from_millis(60), 7)
+    };
     let shapes = w32();
     let n_convs: usize = shapes.iter().map(|s| s.count).sum();
     let macs: usize = shapes.iter().map(|s| s.count * s.spec.macs()).sum();
     let isa = hrnet_runtime::kernels::Isa::active();
-    println!("HRNet-W32 pose 256x192: {n_convs} convs, {:.3} GMACs; ISA {isa:?}", macs as f64 * 1e-9);
+    println!(
+        "HRNet-W32 pose 256x192: {n_convs} convs, {:.3} GMACs; ISA {isa:?}; weights {}",
+        macs as f64 * 1e-9,
+        if hot_weights() {
+            "hot (one copy)"
+        } else {
+            "cold (a new copy each call)"
+        }
+    );
 
     // Pool fork-join overhead.
     for threads in [1, 2] {
         let pool = Pool::new(threads);
         let mut v: Vec<f64> = (0..9)
-            .map(|_| time_it(|| pool.run(threads, &|_, _| {}), Duration::from_millis(20), 1))
+            .map(|_| {
+                let spin = || {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_micros(2) {}
+                };
+                time_it(
+                    || pool.run(threads, &|_, _| spin()),
+                    Duration::from_millis(20),
+                    1,
+                )
+                .1
+            })
             .collect();
-        println!("pool.run({threads} empty tasks) on {threads} thread(s): {:.3} us (median)", median(&mut v) * 1e6);
+        println!(
+            "pool.run({threads} tasks of 2 us) on {threads} thread(s): {:.3} us per call (fork-join overhead = this - 2 us)",
+            median(&mut v) * 1e6
+        );
     }
 
-    let mut totals = [[0.0f64; 2]; 2]; // [default, best][threads]
+    // [threads][cpu-time based, wall-time based]
+    let mut totals = [[0.0f64; 2]; 2];
     for threads in [1usize, 2] {
         let ctx = Ctx::new(threads);
-        println!("\n== {threads} thread(s) ==");
+        println!("\n== {threads} thread(s); times per call in us (caller CPU time, median) ==");
         println!(
-            "{:<28} {:>5} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
-            "shape", "count", "direct us", "GF/s", "F2 us", "F4 us", "best GF/s", "x count ms"
+            "{:<28} {:>5} {:>9} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9}",
+            "shape", "count", "direct", "GF/s", "F2", "F4", "algo", "GF/s", "wall", "x count ms"
         );
         for sh in &shapes {
             if only.as_deref().is_some_and(|o| !sh.name.contains(o)) {
                 continue;
             }
             let flops = 2.0 * sh.spec.macs() as f64;
+            let nan = (f64::NAN, f64::NAN);
             let d = bench_conv(&ctx, &sh.spec.with_algo(Algo::Direct), sh.up, budget, reps);
             let (f2, f4) = if sh.spec.is_winograd_shape() {
                 (
-                    bench_conv(&ctx, &sh.spec.with_algo(Algo::Winograd2), sh.up, budget, reps),
-                    bench_conv(&ctx, &sh.spec.with_algo(Algo::Winograd4), sh.up, budget, reps),
+                    bench_conv(
+                        &ctx,
+                        &sh.spec.with_algo(Algo::Winograd2),
+                        sh.up,
+                        budget,
+                        reps,
+                    ),
+                    bench_conv(
+                        &ctx,
+                        &sh.spec.with_algo(Algo::Winograd4),
+                        sh.up,
+                        budget,
+                        reps,
+                    ),
                 )
             } else {
-                (f64::NAN, f64::NAN)
+                (nan, nan)
             };
-            let default = match sh.spec.algo {
-                Algo::Direct => d,
-                Algo::Winograd2 => f2,
-                Algo::Winograd4 => f4,
+            let (name, chosen) = match sh.spec.algo {
+                Algo::Direct => ("direct", d),
+                Algo::Winograd2 => ("F2", f2),
+                Algo::Winograd4 => ("F4", f4),
             };
-            let best = [d, f2, f4].into_iter().filter(|t| t.is_finite()).fold(f64::INFINITY, f64::min);
-            totals[0][threads - 1] += default * sh.count as f64;
-            totals[1][threads - 1] += best * sh.count as f64;
-            let us = |t: f64| if t.is_finite() { format!("{:.1}", t * 1e6) } else { "-".into() };
+            totals[threads - 1][0] += chosen.0 * sh.count as f64;
+            totals[threads - 1][1] += chosen.1 * sh.count as f64;
+            let us = |t: f64| {
+                if t.is_finite() {
+                    format!("{:.1}", t * 1e6)
+                } else {
+                    "-".into()
+                }
+            };
             println!(
-                "{:<28} {:>5} {:>10} {:>10.1} {:>9} {:>9} {:>9.1} {:>8.3}",
+                "{:<28} {:>5} {:>9} {:>7.1} {:>9} {:>9} {:>6} {:>9.1} {:>9} {:>9.3}",
                 sh.name,
                 sh.count,
-                us(d),
-                flops / d * 1e-9,
-                us(f2),
-                us(f4),
-                flops / best * 1e-9,
-                default * sh.count as f64 * 1e3
+                us(d.0),
+                flops / d.0 * 1e-9,
+                us(f2.0),
+                us(f4.0),
+                name,
+                flops / chosen.0 * 1e-9,
+                us(chosen.1),
+                chosen.0 * sh.count as f64 * 1e3
             );
         }
     }
     println!();
     for (t, goal) in [(1usize, 115.0), (2, 55.0)] {
         println!(
-            "estimated W32 conv time, {t} thread(s): {:.1} ms with default algorithms ({:.1} ms with the best per shape); goal {goal} ms; effective {:.0} GFLOP/s",
-            totals[0][t - 1] * 1e3,
-            totals[1][t - 1] * 1e3,
-            2.0 * macs as f64 / totals[0][t - 1] * 1e-9
+            "estimated W32 conv time, {t} thread(s), default algorithms: {:.1} ms (caller CPU time; {:.1} ms wall); goal {goal} ms; {:.0} effective GFLOP/s",
+            totals[t - 1][0] * 1e3,
+            totals[t - 1][1] * 1e3,
+            2.0 * macs as f64 / totals[t - 1][0] * 1e-9
         );
     }
 }

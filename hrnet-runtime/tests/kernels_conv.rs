@@ -9,7 +9,10 @@ use hrnet_runtime::kernels::{
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
     fn vec(&mut self, n: usize) -> Vec<f32> {
@@ -108,7 +111,10 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                     }
                 })
                 .collect();
-            let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+            let scale = expected
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()))
+                .max(1e-30);
             for isa in isas() {
                 for threads in [1, 2] {
                     let ctx = Ctx::with_isa(threads, isa);
@@ -132,7 +138,9 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                     to_nchw(hs, &out, &mut got);
                     from_nchw(hs, &got, &mut clean);
                     assert!(
-                        out.iter().zip(&clean).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        out.iter()
+                            .zip(&clean)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
                         "{spec:?} {e:?} {isa:?}: halo or padding not zero"
                     );
                     let err = got
@@ -140,7 +148,10 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                         .zip(&expected)
                         .fold(0.0f64, |m, (g, x)| m.max((f64::from(*g) - x).abs()))
                         / scale;
-                    assert!(err.is_finite(), "{spec:?} {e:?} relu={relu} {isa:?} t={threads}: NaN");
+                    assert!(
+                        err.is_finite(),
+                        "{spec:?} {e:?} relu={relu} {isa:?} t={threads}: NaN"
+                    );
                     worst = worst.max(err);
                 }
             }
@@ -153,8 +164,15 @@ const DIRECT_TOL: f64 = 1e-5;
 
 #[test]
 fn direct_1x1_all_epilogues() {
-    for (i, &(cin, cout, h, w)) in
-        [(3, 8, 4, 8), (17, 18, 4, 5), (30, 44, 4, 12), (64, 72, 2, 4), (72, 17, 4, 3)].iter().enumerate()
+    for (i, &(cin, cout, h, w)) in [
+        (3, 8, 4, 8),
+        (17, 18, 4, 5),
+        (30, 44, 4, 12),
+        (64, 72, 2, 4),
+        (72, 17, 4, 3),
+    ]
+    .iter()
+    .enumerate()
     {
         let s = ConvSpec::new(cin, cout, h, w, 1, 1, 0);
         let err = check(s, &ALL_EPIS, i as u64 + 1);
@@ -164,20 +182,37 @@ fn direct_1x1_all_epilogues() {
 
 #[test]
 fn direct_3x3_s2() {
-    for (i, &(cin, cout, h, w)) in
-        [(8, 17, 9, 7), (44, 30, 7, 10), (18, 64, 8, 6), (64, 72, 5, 5)].iter().enumerate()
+    for (i, &(cin, cout, h, w)) in [
+        (8, 17, 9, 7),
+        (44, 30, 7, 10),
+        (18, 64, 8, 6),
+        (64, 72, 5, 5),
+    ]
+    .iter()
+    .enumerate()
     {
         let s = ConvSpec::new(cin, cout, h, w, 3, 2, 1);
-        let err = check(s, &[Epi::Plain, Epi::Accumulate, Epi::Residual], 10 + i as u64);
+        let err = check(
+            s,
+            &[Epi::Plain, Epi::Accumulate, Epi::Residual],
+            10 + i as u64,
+        );
         assert!(err < DIRECT_TOL, "3x3 s2 {cin}->{cout} {h}x{w}: {err:e}");
     }
 }
 
 #[test]
 fn direct_3x3_s1() {
-    for (i, &(cin, cout, h, w)) in [(18, 18, 7, 5), (30, 44, 6, 9), (72, 64, 3, 4)].iter().enumerate() {
+    for (i, &(cin, cout, h, w)) in [(18, 18, 7, 5), (30, 44, 6, 9), (72, 64, 3, 4)]
+        .iter()
+        .enumerate()
+    {
         let s = ConvSpec::new(cin, cout, h, w, 3, 1, 1).with_algo(Algo::Direct);
-        let err = check(s, &[Epi::Plain, Epi::Residual, Epi::Accumulate], 20 + i as u64);
+        let err = check(
+            s,
+            &[Epi::Plain, Epi::Residual, Epi::Accumulate],
+            20 + i as u64,
+        );
         assert!(err < DIRECT_TOL, "3x3 s1 {cin}->{cout} {h}x{w}: {err:e}");
     }
 }
@@ -206,12 +241,23 @@ fn direct_generic_kernels() {
 /// (direct ≤ ~3e-7).
 #[test]
 fn winograd_f2_and_f4() {
-    let shapes = [(18, 30, 7, 9), (44, 17, 8, 6), (64, 72, 5, 11), (3, 8, 4, 4), (30, 44, 13, 10), (8, 8, 1, 3)];
+    let shapes = [
+        (18, 30, 7, 9),
+        (44, 17, 8, 6),
+        (64, 72, 5, 11),
+        (3, 8, 4, 4),
+        (30, 44, 13, 10),
+        (8, 8, 1, 3),
+    ];
     for (algo, tol) in [(Algo::Winograd2, 2e-6), (Algo::Winograd4, 1e-5)] {
         let mut worst = 0.0f64;
         for (i, &(cin, cout, h, w)) in shapes.iter().enumerate() {
             let s = ConvSpec::new(cin, cout, h, w, 3, 1, 1).with_algo(algo);
-            let err = check(s, &[Epi::Plain, Epi::Residual, Epi::Accumulate], 40 + i as u64);
+            let err = check(
+                s,
+                &[Epi::Plain, Epi::Residual, Epi::Accumulate],
+                40 + i as u64,
+            );
             assert!(err < tol, "{algo:?} {cin}->{cout} {h}x{w}: {err:e}");
             worst = worst.max(err);
         }
@@ -244,21 +290,39 @@ fn isas_agree() {
         let mut xb = vec![0.0; ins.len()];
         from_nchw(ins, &x, &mut xb);
         let mut packed = vec![0.0; spec.packed_len()];
-        spec.pack(&w[..spec.cout * spec.cin * spec.k * spec.k], None, &mut packed);
+        spec.pack(
+            &w[..spec.cout * spec.cin * spec.k * spec.k],
+            None,
+            &mut packed,
+        );
         let outs: Vec<Vec<f32>> = isas()
             .into_iter()
             .map(|isa| {
                 let ctx = Ctx::with_isa(2, isa);
                 let mut out = vec![0.0; spec.out_shape().len()];
                 let mut scratch = vec![0.0; spec.scratch_len(2)];
-                conv(&ctx, &spec, &xb, &packed, &mut out, Epilogue::plain(false), &mut scratch);
+                conv(
+                    &ctx,
+                    &spec,
+                    &xb,
+                    &packed,
+                    &mut out,
+                    Epilogue::plain(false),
+                    &mut scratch,
+                );
                 out
             })
             .collect();
         let scale = outs[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for o in &outs[1..] {
-            let d = o.iter().zip(&outs[0]).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(d <= 1e-5 * scale, "{spec:?}: ISAs differ by {d:e} (scale {scale})");
+            let d = o
+                .iter()
+                .zip(&outs[0])
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                d <= 1e-5 * scale,
+                "{spec:?}: ISAs differ by {d:e} (scale {scale})"
+            );
         }
     }
 }
@@ -324,7 +388,11 @@ fn isa_selection() {
     assert_eq!(Isa::parse("portable"), Some(Isa::Portable));
     assert_eq!(Isa::parse("sse"), None);
     assert!(Isa::active().is_available());
-    if let Some(req) = std::env::var("HRNET_ISA").ok().as_deref().and_then(Isa::parse) {
+    if let Some(req) = std::env::var("HRNET_ISA")
+        .ok()
+        .as_deref()
+        .and_then(Isa::parse)
+    {
         if req.is_available() {
             assert_eq!(Isa::active(), req);
         }

@@ -15,11 +15,17 @@ fn every_task_once_with_valid_thread_ids() {
             let busy: Vec<AtomicBool> = (0..threads).map(|_| AtomicBool::new(false)).collect();
             pool.run(n, &|t, th| {
                 assert!(th < threads);
-                assert!(!busy[th].swap(true, Ordering::SeqCst), "two tasks on thread {th}");
+                assert!(
+                    !busy[th].swap(true, Ordering::SeqCst),
+                    "two tasks on thread {th}"
+                );
                 hits[t].fetch_add(1, Ordering::Relaxed);
                 busy[th].store(false, Ordering::SeqCst);
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "threads={threads} n={n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "threads={threads} n={n}"
+            );
         }
     }
 }

@@ -59,10 +59,25 @@ impl ConvSpec {
         stride: usize,
         pad: usize,
     ) -> ConvSpec {
-        assert!(cin > 0 && cout > 0 && k > 0 && stride > 0, "ConvSpec: zero size");
+        assert!(
+            cin > 0 && cout > 0 && k > 0 && stride > 0,
+            "ConvSpec: zero size"
+        );
         assert!(pad <= super::HALO, "ConvSpec: padding > 1 is not supported");
-        assert!(h_in + 2 * pad >= k && w_in + 2 * pad >= k, "ConvSpec: kernel larger than input");
-        let mut s = ConvSpec { cin, cout, h_in, w_in, k, stride, pad, algo: Algo::Direct };
+        assert!(
+            h_in + 2 * pad >= k && w_in + 2 * pad >= k,
+            "ConvSpec: kernel larger than input"
+        );
+        let mut s = ConvSpec {
+            cin,
+            cout,
+            h_in,
+            w_in,
+            k,
+            stride,
+            pad,
+            algo: Algo::Direct,
+        };
         s.algo = s.default_algo();
         s
     }
@@ -73,7 +88,10 @@ impl ConvSpec {
     /// If `algo` is Winograd and the conv is not 3×3, stride 1, padding 1.
     pub const fn with_algo(mut self, algo: Algo) -> ConvSpec {
         if !matches!(algo, Algo::Direct) {
-            assert!(self.is_winograd_shape(), "Winograd needs a 3x3 stride-1 padding-1 conv");
+            assert!(
+                self.is_winograd_shape(),
+                "Winograd needs a 3x3 stride-1 padding-1 conv"
+            );
         }
         self.algo = algo;
         self
@@ -84,14 +102,16 @@ impl ConvSpec {
         self.k == 3 && self.stride == 1 && self.pad == 1
     }
 
-    /// The algorithm chosen by measurement on Zen 4 (see `examples/kernel_bench.rs`): Winograd
-    /// F(4×4) for 3×3 stride-1 convs whose output tiles are mostly full, F(2×2) for the smallest
-    /// maps, direct otherwise.
+    /// The algorithm chosen by measurement (`examples/kernel_bench.rs`, weights read from
+    /// memory as in a whole network): direct unless Winograd applies; F(4×4) when there are at
+    /// least 48 full 4×4 tiles (≥ 32×24 maps), where its 4× fewer multiplications win; F(2×2)
+    /// on smaller maps, where F(4×4) wastes clipped tiles and its 4× larger transformed
+    /// weights (vs 1.8×) cost more memory traffic than they save.
     pub const fn default_algo(&self) -> Algo {
         if !self.is_winograd_shape() {
             return Algo::Direct;
         }
-        if self.h_in >= 16 && self.w_in >= 12 {
+        if (self.h_in / 4) * (self.w_in / 4) >= 48 {
             Algo::Winograd4
         } else {
             Algo::Winograd2
@@ -167,7 +187,9 @@ impl ConvSpec {
         match self.algo {
             Algo::Direct => {
                 let taps = k * k;
-                pack_grouped(cin, cout, taps, body, |oc, ic, t| weight[(oc * cin + ic) * taps + t])
+                pack_grouped(cin, cout, taps, body, |oc, ic, t| {
+                    weight[(oc * cin + ic) * taps + t]
+                })
             }
             Algo::Winograd2 => winograd::pack(cin, cout, 2, weight, body),
             Algo::Winograd4 => winograd::pack(cin, cout, 4, weight, body),
@@ -199,7 +221,8 @@ pub(crate) fn pack_grouped(
                         for l in 0..BLOCK {
                             let oc = (sb + b) * BLOCK + l;
                             if oc < cout {
-                                let idx = base + (((ib * taps + t) * BLOCK + i) * nb + b) * BLOCK + l;
+                                let idx =
+                                    base + (((ib * taps + t) * BLOCK + i) * nb + b) * BLOCK + l;
                                 out[idx] = w(oc, ic, t);
                             }
                         }
@@ -252,24 +275,44 @@ pub struct Epilogue<'a> {
 impl<'a> Epilogue<'a> {
     /// `out = relu?(conv + bias)`.
     pub const fn plain(relu: bool) -> Self {
-        Epilogue { add: Addend::None, relu, upsample_log2: 0 }
+        Epilogue {
+            add: Addend::None,
+            relu,
+            upsample_log2: 0,
+        }
     }
     /// `out = relu?(conv + bias + residual)` (Basic-block second conv, first exchange summand).
     pub const fn residual(residual: &'a [f32], relu: bool) -> Self {
-        Epilogue { add: Addend::Tensor(residual), relu, upsample_log2: 0 }
+        Epilogue {
+            add: Addend::Tensor(residual),
+            relu,
+            upsample_log2: 0,
+        }
     }
     /// `out = relu?(out + conv + bias)` (a later exchange summand at the same resolution).
     pub const fn accumulate(relu: bool) -> Self {
-        Epilogue { add: Addend::Output, relu, upsample_log2: 0 }
+        Epilogue {
+            add: Addend::Output,
+            relu,
+            upsample_log2: 0,
+        }
     }
     /// `out = relu?(out + up(conv + bias))`, `up` nearest ×2^`log2`: the exchange unit's
     /// 1×1 low-resolution path added into a high-resolution accumulator.
     pub const fn upsample_accumulate(log2: u32, relu: bool) -> Self {
-        Epilogue { add: Addend::Output, relu, upsample_log2: log2 }
+        Epilogue {
+            add: Addend::Output,
+            relu,
+            upsample_log2: log2,
+        }
     }
     /// `out = relu?(base + up(conv + bias))` out of place.
     pub const fn upsample_residual(base: &'a [f32], log2: u32, relu: bool) -> Self {
-        Epilogue { add: Addend::Tensor(base), relu, upsample_log2: log2 }
+        Epilogue {
+            add: Addend::Tensor(base),
+            relu,
+            upsample_log2: log2,
+        }
     }
 }
 
@@ -298,9 +341,16 @@ pub fn conv(
     assert!(u < 16, "conv: upsample factor");
     let hr = ActShape::new(os.c, os.h << u, os.w << u);
     assert_eq!(input.len(), ins.len(), "conv: input length");
-    assert_eq!(packed.len(), spec.packed_len(), "conv: packed weights length");
+    assert_eq!(
+        packed.len(),
+        spec.packed_len(),
+        "conv: packed weights length"
+    );
     assert_eq!(out.len(), hr.len(), "conv: output length");
-    assert!(scratch.len() >= spec.scratch_len(ctx.threads()), "conv: scratch length");
+    assert!(
+        scratch.len() >= spec.scratch_len(ctx.threads()),
+        "conv: scratch length"
+    );
     if let Addend::Tensor(r) = epi.add {
         assert_eq!(r.len(), hr.len(), "conv: addend length");
     }
@@ -326,9 +376,14 @@ pub fn conv(
     let weights = packed[ocb * BLOCK..].as_ptr();
     match spec.algo {
         Algo::Direct => direct(ctx, spec, input.as_ptr(), weights, sink),
-        Algo::Winograd2 | Algo::Winograd4 => {
-            winograd::run(ctx, spec, input.as_ptr(), weights, sink, scratch.as_mut_ptr())
-        }
+        Algo::Winograd2 | Algo::Winograd4 => winograd::run(
+            ctx,
+            spec,
+            input.as_ptr(),
+            weights,
+            sink,
+            scratch.as_mut_ptr(),
+        ),
     }
 }
 
@@ -489,6 +544,9 @@ pub(crate) unsafe fn strips<S: Strip, V: Vf, const NB: usize, const NP: usize>(
     }
 }
 
+/// Target number of tasks a direct conv is split into.
+const TASKS_PER_CONV: usize = 8;
+
 /// Everything a direct-conv task needs, as raw pointers.
 struct DirectJob {
     inp: *const f32,
@@ -506,10 +564,13 @@ struct DirectJob {
     ocb: usize,
     /// Floats per group block of weights (`n_icb · taps · 16 · 16`).
     w_block: usize,
+    /// Output rows per task and tasks per channel group.
+    rows_per_task: usize,
+    row_chunks: usize,
 }
 
-// SAFETY: tasks only read `inp`/`w`/bias and write disjoint parts of `out` (one output row of
-// one channel group each), so sharing the job between pool threads is race-free.
+// SAFETY: tasks only read `inp`/`w`/bias and write disjoint parts of `out` (a range of output
+// rows of one channel group each), so sharing the job between pool threads is race-free.
 unsafe impl Sync for DirectJob {}
 
 /// One row strip context of a direct task.
@@ -551,38 +612,43 @@ impl Strip for DirectRow<'_> {
     }
 }
 
-/// One direct task: output row `t % h_out` of channel group `t / h_out`, with `NB` blocks per
-/// microkernel call (`NB` divides the group size or equals 4 ≥ it).
+/// One direct task: output rows `r0..r1` (chunk `t % row_chunks`) of channel group
+/// `t / row_chunks`, with `NB` blocks per microkernel call (`NB` divides the group size).
+/// The rows are the inner loop, so the weights of `NB` blocks stay in L2 across them.
 #[inline(always)]
 unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize>(j: &DirectJob, t: usize) {
-    let g = t / j.h_out;
-    let oy = t % j.h_out;
+    let g = t / j.row_chunks;
+    let chunk = t % j.row_chunks;
+    let r0 = chunk * j.rows_per_task;
+    let r1 = (r0 + j.rows_per_task).min(j.h_out);
     let (sb, nbg) = group(j.ocb, g);
-    let row = oy * j.stride + super::HALO - j.pad;
     let col = super::HALO - j.pad;
-    // SAFETY: `row`/`col` are inside the haloed input; the group's weights start at
-    // `w_block · sb`, inside the packed buffer checked by `conv`.
-    unsafe {
-        let r = DirectRow {
-            j,
-            oy,
-            sb,
-            nbg,
-            ip: j.inp.add(row * j.ins.row_stride() + col * BLOCK),
-            wg: j.w.add(j.w_block * sb),
-        };
-        let mut sub = 0;
-        while sub < nbg {
-            strips::<_, V, NB, NP>(&r, j.w_out, sub);
-            sub += NB;
+    let mut sub = 0;
+    while sub < nbg {
+        for oy in r0..r1 {
+            let row = oy * j.stride + super::HALO - j.pad;
+            // SAFETY: `row`/`col` are inside the haloed input; the group's weights start at
+            // `w_block · sb`, inside the packed buffer checked by `conv`.
+            unsafe {
+                let r = DirectRow {
+                    j,
+                    oy,
+                    sb,
+                    nbg,
+                    ip: j.inp.add(row * j.ins.row_stride() + col * BLOCK),
+                    wg: j.w.add(j.w_block * sb),
+                };
+                strips::<_, V, NB, NP>(&r, j.w_out, sub);
+            }
         }
+        sub += NB;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
-    let (_, nbg) = group(j.ocb, t / j.h_out);
+    let (_, nbg) = group(j.ocb, t / j.row_chunks);
     // SAFETY: forwarded contract of `direct_task`; AVX-512F is enabled here.
     unsafe {
         match nbg {
@@ -603,7 +669,7 @@ unsafe fn direct_task_avx2(j: &DirectJob, t: usize) {
 
 /// Same register blocking as AVX-512 (so this generic code is tested on any machine).
 fn direct_task_portable(j: &DirectJob, t: usize) {
-    let (_, nbg) = group(j.ocb, t / j.h_out);
+    let (_, nbg) = group(j.ocb, t / j.row_chunks);
     // SAFETY: forwarded contract of `direct_task` (checked by `conv`).
     unsafe {
         match nbg {
@@ -641,8 +707,17 @@ fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) 
         last_ic: spec.cin - (n_icb - 1) * BLOCK,
         ocb: spec.out_shape().blocks(),
         w_block: n_icb * k * k * BLOCK * BLOCK,
+        rows_per_task: 0,
+        row_chunks: 0,
     };
-    let n_tasks = n_groups(j.ocb) * j.h_out;
+    // At least ~8 tasks per conv (both cores busy, dynamic balance), as few rows per task
+    // as that allows... but no more tasks than needed: each task streams its group's weights.
+    let (h_out, ng) = (j.h_out, n_groups(j.ocb));
+    let chunks = TASKS_PER_CONV.div_ceil(ng).clamp(1, h_out);
+    let mut j = j;
+    j.rows_per_task = h_out.div_ceil(chunks);
+    j.row_chunks = h_out.div_ceil(j.rows_per_task);
+    let n_tasks = ng * j.row_chunks;
     let isa = ctx.isa();
     ctx.pool().run(n_tasks, &|t, _| match isa {
         // SAFETY: `ctx` only holds available instruction sets; `conv` checked the buffers.

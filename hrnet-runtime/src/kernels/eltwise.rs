@@ -55,9 +55,19 @@ pub fn add(ctx: &Ctx, shape: ActShape, a: &[f32], b: &[f32], out: &mut [f32], re
 ///
 /// # Panics
 /// If `shape.h` or `shape.w` is not a multiple of `2^log2`, or a length does not match.
-pub fn add_upsampled(ctx: &Ctx, shape: ActShape, acc: &mut [f32], low: &[f32], log2: u32, relu: bool) {
+pub fn add_upsampled(
+    ctx: &Ctx,
+    shape: ActShape,
+    acc: &mut [f32],
+    low: &[f32],
+    log2: u32,
+    relu: bool,
+) {
     let f = 1usize << log2;
-    assert!(shape.h % f == 0 && shape.w % f == 0, "add_upsampled: size not divisible");
+    assert!(
+        shape.h % f == 0 && shape.w % f == 0,
+        "add_upsampled: size not divisible"
+    );
     let ls = ActShape::new(shape.c, shape.h / f, shape.w / f);
     assert_eq!(low.len(), ls.len(), "add_upsampled: low-resolution length");
     let lbs = ls.block_stride();

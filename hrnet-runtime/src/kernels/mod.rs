@@ -71,7 +71,10 @@ impl Isa {
 
     /// The best instruction set this CPU has.
     pub fn detect() -> Isa {
-        Isa::ALL.into_iter().find(|i| i.is_available()).unwrap_or(Isa::Portable)
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.is_available())
+            .unwrap_or(Isa::Portable)
     }
 
     /// Parses `avx512`, `avx2` or `portable`.
@@ -91,7 +94,11 @@ impl Isa {
         static ACTIVE: OnceLock<Isa> = OnceLock::new();
         *ACTIVE.get_or_init(|| {
             let best = Isa::detect();
-            match std::env::var("HRNET_ISA").ok().as_deref().and_then(Isa::parse) {
+            match std::env::var("HRNET_ISA")
+                .ok()
+                .as_deref()
+                .and_then(Isa::parse)
+            {
                 Some(req) => Isa::ALL
                     .into_iter()
                     .skip_while(|i| *i != req)
@@ -113,7 +120,10 @@ pub struct Ctx {
 impl Ctx {
     /// `threads` threads (the caller included) with [`Isa::active`].
     pub fn new(threads: usize) -> Ctx {
-        Ctx { pool: Pool::new(threads), isa: Isa::active() }
+        Ctx {
+            pool: Pool::new(threads),
+            isa: Isa::active(),
+        }
     }
 
     /// `threads` threads with an explicit instruction set.
@@ -121,8 +131,14 @@ impl Ctx {
     /// # Panics
     /// If this CPU cannot run `isa`.
     pub fn with_isa(threads: usize, isa: Isa) -> Ctx {
-        assert!(isa.is_available(), "instruction set {isa:?} is not available on this CPU");
-        Ctx { pool: Pool::new(threads), isa }
+        assert!(
+            isa.is_available(),
+            "instruction set {isa:?} is not available on this CPU"
+        );
+        Ctx {
+            pool: Pool::new(threads),
+            isa,
+        }
     }
 
     /// Number of threads (the caller included).

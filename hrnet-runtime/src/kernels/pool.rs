@@ -66,7 +66,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("threads", &self.threads).finish()
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
@@ -98,7 +100,11 @@ impl Pool {
                     .expect("spawning a pool thread")
             })
             .collect();
-        Pool { threads, shared, workers }
+        Pool {
+            threads,
+            shared,
+            workers,
+        }
     }
 
     /// Total number of threads (workers + the caller).
@@ -222,7 +228,10 @@ fn worker(s: &Shared, index: usize) {
             if open == 0 {
                 break;
             }
-            match s.slots.compare_exchange_weak(open, open - 1, Ordering::AcqRel, Ordering::Acquire) {
+            match s
+                .slots
+                .compare_exchange_weak(open, open - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(v) => open = v,
             }

@@ -41,7 +41,10 @@ pub(crate) trait Vf: Copy {
 #[derive(Clone, Copy)]
 pub(crate) struct Z(__m512);
 
+// The AVX-512 intrinsics are stable since Rust 1.89 (the toolchain here is 1.95); the
+// workspace's declared rust-version (1.85) predates them.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
 impl Vf for Z {
     #[inline(always)]
     unsafe fn zero() -> Self {
@@ -134,7 +137,12 @@ impl Vf for Y {
     #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
         // SAFETY: FMA is available (trait contract).
-        unsafe { Y(_mm256_fmadd_ps(a.0, b.0, c.0), _mm256_fmadd_ps(a.1, b.1, c.1)) }
+        unsafe {
+            Y(
+                _mm256_fmadd_ps(a.0, b.0, c.0),
+                _mm256_fmadd_ps(a.1, b.1, c.1),
+            )
+        }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
@@ -163,11 +171,7 @@ pub(crate) struct P([f32; 16]);
 impl P {
     #[inline(always)]
     fn map2(a: Self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-        let mut r = [0.0; 16];
-        for i in 0..16 {
-            r[i] = f(a.0[i], b.0[i]);
-        }
-        P(r)
+        P(std::array::from_fn(|i| f(a.0[i], b.0[i])))
     }
 }
 
@@ -197,11 +201,7 @@ impl Vf for P {
     }
     #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-        let mut r = [0.0; 16];
-        for i in 0..16 {
-            r[i] = a.0[i] * b.0[i] + c.0[i];
-        }
-        P(r)
+        P(std::array::from_fn(|i| a.0[i] * b.0[i] + c.0[i]))
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {

@@ -34,7 +34,12 @@ pub(crate) const fn scratch_per_thread(spec: &ConvSpec, m: usize) -> usize {
 }
 
 /// `G` for F(2×2) (4×3) and F(4×4) (6×3).
-const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+const G2: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
 const G4: [[f64; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
@@ -70,7 +75,9 @@ pub(crate) fn pack(cin: usize, cout: usize, m: usize, weight: &[f32], out: &mut 
     }
     let per_xi = cin.div_ceil(BLOCK) * BLOCK * cout.div_ceil(BLOCK) * BLOCK;
     for (xi, chunk) in out.chunks_exact_mut(per_xi).enumerate() {
-        pack_grouped(cin, cout, 1, chunk, |oc, ic, _| u[(oc * cin + ic) * a * a + xi] as f32);
+        pack_grouped(cin, cout, 1, chunk, |oc, ic, _| {
+            u[(oc * cin + ic) * a * a + xi] as f32
+        });
     }
 }
 
@@ -117,7 +124,12 @@ unsafe fn at4<V: Vf>(m: [V; 6]) -> [V; 4] {
 unsafe fn bt2<V: Vf>(d: [V; 4]) -> [V; 4] {
     // SAFETY: register arithmetic only.
     unsafe {
-        [V::sub(d[0], d[2]), V::add(d[1], d[2]), V::sub(d[2], d[1]), V::sub(d[1], d[3])]
+        [
+            V::sub(d[0], d[2]),
+            V::add(d[1], d[2]),
+            V::sub(d[2], d[1]),
+            V::sub(d[1], d[3]),
+        ]
     }
 }
 
@@ -125,7 +137,12 @@ unsafe fn bt2<V: Vf>(d: [V; 4]) -> [V; 4] {
 #[inline(always)]
 unsafe fn at2<V: Vf>(m: [V; 4]) -> [V; 2] {
     // SAFETY: register arithmetic only.
-    unsafe { [V::add(V::add(m[0], m[1]), m[2]), V::sub(V::sub(m[1], m[2]), m[3])] }
+    unsafe {
+        [
+            V::add(V::add(m[0], m[1]), m[2]),
+            V::sub(V::sub(m[1], m[2]), m[3]),
+        ]
+    }
 }
 
 /// `Bᵀ d B` in place on a row-major `α × α` patch (first α² entries of `d`).
@@ -176,7 +193,14 @@ unsafe fn output_tx<V: Vf, const M: usize>(m: &[V; 36]) -> [V; 16] {
                 }
             }
             for i in 0..4 {
-                let r = at4([t[i * 6], t[i * 6 + 1], t[i * 6 + 2], t[i * 6 + 3], t[i * 6 + 4], t[i * 6 + 5]]);
+                let r = at4([
+                    t[i * 6],
+                    t[i * 6 + 1],
+                    t[i * 6 + 2],
+                    t[i * 6 + 3],
+                    t[i * 6 + 4],
+                    t[i * 6 + 5],
+                ]);
                 y[i * 4..i * 4 + 4].copy_from_slice(&r);
             }
         } else {
@@ -343,7 +367,11 @@ fn task_range(j: &WinoJob, t: usize) -> (usize, usize, usize, usize) {
     let tg = t / j.split;
     let t0 = tg * TILE_GROUP;
     let nt = TILE_GROUP.min(j.n_tiles - t0);
-    let (g0, g1) = if j.split == 1 { (0, n_groups(j.ocb)) } else { (t % j.split, t % j.split + 1) };
+    let (g0, g1) = if j.split == 1 {
+        (0, n_groups(j.ocb))
+    } else {
+        (t % j.split, t % j.split + 1)
+    };
     (t0, nt, g0, g1)
 }
 
@@ -429,7 +457,11 @@ pub(crate) fn run(
     let ocb = spec.out_shape().blocks();
     let n_tg = n_tiles.div_ceil(TILE_GROUP);
     let threads = ctx.threads();
-    let split = if threads > 1 && n_tg < 4 * threads { n_groups(ocb) } else { 1 };
+    let split = if threads > 1 && n_tg < 4 * threads {
+        n_groups(ocb)
+    } else {
+        1
+    };
     let j = WinoJob {
         inp,
         ins,
