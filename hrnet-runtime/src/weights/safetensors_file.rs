@@ -7,8 +7,8 @@ use super::{decode, Checkpoint, DType, Format, Tensor, WeightError};
 
 /// Reads a whole safetensors file; tensors come in the order of their data in the file.
 pub(super) fn load(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
-    let (header_len, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| WeightError::Safetensors(format!("{e:?}")))?;
+    let (header_len, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| WeightError::Safetensors(e.to_string()))?;
     let data = 8usize
         .checked_add(header_len)
         .and_then(|start| bytes.get(start..))

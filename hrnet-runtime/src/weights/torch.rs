@@ -79,6 +79,9 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
     let selected = select_state_dict(root)?;
 
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    // Entries may overlap in a crafted archive; distinct storages can never add up to more
+    // than the archive itself.
+    let mut storage_bytes = 0usize;
     for (_, t) in &selected.tensors {
         if !storages.contains_key(&t.storage.key) {
             let entry = format!("{prefix}data/{}", t.storage.key);
@@ -89,6 +92,13 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
                 )));
             }
             let data = read_entry(&mut archive, &entry, bytes.len())?;
+            storage_bytes = storage_bytes.saturating_add(data.len());
+            if storage_bytes > bytes.len() {
+                return Err(zip_err(format!(
+                    "storages add up to more than the {}-byte archive (overlapping entries)",
+                    bytes.len()
+                )));
+            }
             storages.insert(t.storage.key.clone(), data);
         }
     }
@@ -426,7 +436,8 @@ fn gather(
         // The last element the view touches must lie inside the storage.
         let mut last = t.offset as u128;
         for (&d, &st) in t.size.iter().zip(&t.stride) {
-            last += (d as u128 - 1) * st as u128;
+            // d ≥ 1 here (count > 0); saturation only makes an absurd view fail the check.
+            last = last.saturating_add((d as u128 - 1).saturating_mul(st as u128));
         }
         if last >= s.numel as u128 {
             return Err(out_of_bounds());
