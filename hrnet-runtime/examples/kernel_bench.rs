@@ -189,26 +189,43 @@ fn main() {
         }
     );
 
-    // Pool fork-join overhead.
+    // Pool fork-join overhead: `threads` tasks of ~5 us of arithmetic each, against the same
+    // work done inline.
+    fn work(n: u64) -> u64 {
+        let mut x = 1u64;
+        for i in 0..n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+        }
+        x
+    }
+    let n = {
+        let t = Instant::now();
+        std::hint::black_box(work(std::hint::black_box(1_000_000)));
+        (5e-6 / t.elapsed().as_secs_f64() * 1e6) as u64
+    };
+    let inline = time_it(
+        || _ = std::hint::black_box(work(std::hint::black_box(n))),
+        Duration::from_millis(20),
+        9,
+    )
+    .1;
     for threads in [1, 2] {
         let pool = Pool::new(threads);
-        let mut v: Vec<f64> = (0..9)
-            .map(|_| {
-                let spin = || {
-                    let t = Instant::now();
-                    while t.elapsed() < Duration::from_micros(2) {}
-                };
-                time_it(
-                    || pool.run(threads, &|_, _| spin()),
-                    Duration::from_millis(20),
-                    1,
-                )
-                .1
-            })
-            .collect();
+        let t = time_it(
+            || {
+                pool.run(threads, &|_, _| {
+                    _ = std::hint::black_box(work(std::hint::black_box(n)))
+                })
+            },
+            Duration::from_millis(20),
+            9,
+        )
+        .1;
         println!(
-            "pool.run({threads} tasks of 2 us) on {threads} thread(s): {:.3} us per call (fork-join overhead = this - 2 us)",
-            median(&mut v) * 1e6
+            "pool.run({threads} tasks of {:.2} us) on {threads} thread(s): {:.2} us per call, fork-join overhead {:.2} us",
+            inline * 1e6,
+            t * 1e6,
+            (t - inline) * 1e6
         );
     }
 
@@ -218,8 +235,19 @@ fn main() {
         let ctx = Ctx::new(threads);
         println!("\n== {threads} thread(s); times per call in us (caller CPU time, median) ==");
         println!(
-            "{:<28} {:>5} {:>9} {:>7} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9}",
-            "shape", "count", "direct", "GF/s", "F2", "F4", "algo", "GF/s", "wall", "x count ms"
+            "{:<28} {:>5} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8}",
+            "shape",
+            "count",
+            "direct",
+            "GF/s",
+            "F2",
+            "F4",
+            "F2otf",
+            "F4otf",
+            "algo",
+            "GF/s",
+            "wall",
+            "x count ms"
         );
         for sh in &shapes {
             if only.as_deref().is_some_and(|o| !sh.name.contains(o)) {
@@ -228,30 +256,21 @@ fn main() {
             let flops = 2.0 * sh.spec.macs() as f64;
             let nan = (f64::NAN, f64::NAN);
             let d = bench_conv(&ctx, &sh.spec.with_algo(Algo::Direct), sh.up, budget, reps);
-            let (f2, f4) = if sh.spec.is_winograd_shape() {
-                (
-                    bench_conv(
-                        &ctx,
-                        &sh.spec.with_algo(Algo::Winograd2),
-                        sh.up,
-                        budget,
-                        reps,
-                    ),
-                    bench_conv(
-                        &ctx,
-                        &sh.spec.with_algo(Algo::Winograd4),
-                        sh.up,
-                        budget,
-                        reps,
-                    ),
-                )
-            } else {
-                (nan, nan)
+            let wino = |algo| {
+                if sh.spec.is_winograd_shape() {
+                    bench_conv(&ctx, &sh.spec.with_algo(algo), sh.up, budget, reps)
+                } else {
+                    nan
+                }
             };
+            let (f2, f4) = (wino(Algo::Winograd2), wino(Algo::Winograd4));
+            let (f2o, f4o) = (wino(Algo::Winograd2Otf), wino(Algo::Winograd4Otf));
             let (name, chosen) = match sh.spec.algo {
                 Algo::Direct => ("direct", d),
                 Algo::Winograd2 => ("F2", f2),
                 Algo::Winograd4 => ("F4", f4),
+                Algo::Winograd2Otf => ("F2otf", f2o),
+                Algo::Winograd4Otf => ("F4otf", f4o),
             };
             totals[threads - 1][0] += chosen.0 * sh.count as f64;
             totals[threads - 1][1] += chosen.1 * sh.count as f64;
@@ -263,13 +282,15 @@ fn main() {
                 }
             };
             println!(
-                "{:<28} {:>5} {:>9} {:>7.1} {:>9} {:>9} {:>6} {:>9.1} {:>9} {:>9.3}",
+                "{:<28} {:>5} {:>8} {:>6.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6.1} {:>8} {:>8.3}",
                 sh.name,
                 sh.count,
                 us(d.0),
                 flops / d.0 * 1e-9,
                 us(f2.0),
                 us(f4.0),
+                us(f2o.0),
+                us(f4o.0),
                 name,
                 flops / chosen.0 * 1e-9,
                 us(chosen.1),

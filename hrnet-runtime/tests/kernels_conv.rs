@@ -249,7 +249,12 @@ fn winograd_f2_and_f4() {
         (30, 44, 13, 10),
         (8, 8, 1, 3),
     ];
-    for (algo, tol) in [(Algo::Winograd2, 2e-6), (Algo::Winograd4, 1e-5)] {
+    for (algo, tol) in [
+        (Algo::Winograd2, 2e-6),
+        (Algo::Winograd4, 1e-5),
+        (Algo::Winograd2Otf, 2e-6),
+        (Algo::Winograd4Otf, 1e-5),
+    ] {
         let mut worst = 0.0f64;
         for (i, &(cin, cout, h, w)) in shapes.iter().enumerate() {
             let s = ConvSpec::new(cin, cout, h, w, 3, 1, 1).with_algo(algo);
@@ -274,6 +279,13 @@ fn winograd_many_tile_groups_and_channel_groups() {
     let s = ConvSpec::new(20, 80, 12, 14, 3, 1, 1).with_algo(Algo::Winograd2);
     let err = check(s, &[Epi::Plain], 51);
     assert!(err < 2e-6, "{err:e}");
+    // Several K chunks (F(2×2) on the fly takes 4 input blocks per chunk, F(4×4) one).
+    let s = ConvSpec::new(72, 40, 9, 7, 3, 1, 1).with_algo(Algo::Winograd2Otf);
+    let err = check(s, &[Epi::Residual], 52);
+    assert!(err < 2e-6, "{err:e}");
+    let s = ConvSpec::new(40, 130, 7, 6, 3, 1, 1).with_algo(Algo::Winograd4Otf);
+    let err = check(s, &[Epi::Accumulate], 53);
+    assert!(err < 1e-5, "{err:e}");
 }
 
 #[test]

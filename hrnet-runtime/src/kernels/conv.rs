@@ -22,6 +22,11 @@ pub enum Algo {
     Winograd2,
     /// Winograd F(4×4, 3×3) (3×3, stride 1, padding 1 only).
     Winograd4,
+    /// Winograd F(2×2, 3×3) with the weights packed as for [`Algo::Direct`] and transformed
+    /// during each call (less memory traffic; for small maps with many channels).
+    Winograd2Otf,
+    /// Winograd F(4×4, 3×3), weights transformed during each call.
+    Winograd4Otf,
 }
 
 /// One convolution layer: shapes and algorithm, all known when the model is compiled.
@@ -103,18 +108,25 @@ impl ConvSpec {
     }
 
     /// The algorithm chosen by measurement (`examples/kernel_bench.rs`, weights read from
-    /// memory as in a whole network): direct unless Winograd applies; F(4×4) when there are at
-    /// least 48 full 4×4 tiles (≥ 32×24 maps), where its 4× fewer multiplications win; F(2×2)
-    /// on smaller maps, where F(4×4) wastes clipped tiles and its 4× larger transformed
-    /// weights (vs 1.8×) cost more memory traffic than they save.
+    /// memory as in a whole network):
+    /// - direct unless Winograd applies;
+    /// - F(4×4) when clipped edge tiles waste less than 15% of its work, else F(2×2);
+    /// - weights transformed on the fly (`*Otf`) when the map has at most 24 tiles, i.e. one
+    ///   or two tile groups: there each transformed weight serves few tiles, so reading 9
+    ///   instead of 16 or 36 floats per weight pair from memory wins over transforming them.
     pub const fn default_algo(&self) -> Algo {
         if !self.is_winograd_shape() {
             return Algo::Direct;
         }
-        if (self.h_in / 4) * (self.w_in / 4) >= 48 {
-            Algo::Winograd4
-        } else {
-            Algo::Winograd2
+        let (h, w) = (self.h_in, self.w_in);
+        let padded4 = h.div_ceil(4) * 4 * w.div_ceil(4) * 4;
+        let m = if h * w * 100 >= padded4 * 85 { 4 } else { 2 };
+        let tiles = h.div_ceil(m) * w.div_ceil(m);
+        match (m, tiles <= 2 * winograd::TILE_GROUP) {
+            (4, false) => Algo::Winograd4,
+            (4, true) => Algo::Winograd4Otf,
+            (_, false) => Algo::Winograd2,
+            (_, true) => Algo::Winograd2Otf,
         }
     }
 
@@ -150,7 +162,7 @@ impl ConvSpec {
         let per_tap = icb * BLOCK * ocb * BLOCK;
         ocb * BLOCK
             + match self.algo {
-                Algo::Direct => self.k * self.k * per_tap,
+                Algo::Direct | Algo::Winograd2Otf | Algo::Winograd4Otf => self.k * self.k * per_tap,
                 Algo::Winograd2 => 16 * per_tap,
                 Algo::Winograd4 => 36 * per_tap,
             }
@@ -161,8 +173,10 @@ impl ConvSpec {
     pub const fn scratch_len(&self, threads: usize) -> usize {
         match self.algo {
             Algo::Direct => 0,
-            Algo::Winograd2 => winograd::scratch_per_thread(self, 2) * threads,
-            Algo::Winograd4 => winograd::scratch_per_thread(self, 4) * threads,
+            Algo::Winograd2 => winograd::scratch_per_thread(self, 2, false) * threads,
+            Algo::Winograd4 => winograd::scratch_per_thread(self, 4, false) * threads,
+            Algo::Winograd2Otf => winograd::scratch_per_thread(self, 2, true) * threads,
+            Algo::Winograd4Otf => winograd::scratch_per_thread(self, 4, true) * threads,
         }
     }
 
@@ -185,7 +199,7 @@ impl ConvSpec {
         }
         let body = &mut packed[ocb * BLOCK..];
         match self.algo {
-            Algo::Direct => {
+            Algo::Direct | Algo::Winograd2Otf | Algo::Winograd4Otf => {
                 let taps = k * k;
                 pack_grouped(cin, cout, taps, body, |oc, ic, t| {
                     weight[(oc * cin + ic) * taps + t]
@@ -376,7 +390,7 @@ pub fn conv(
     let weights = packed[ocb * BLOCK..].as_ptr();
     match spec.algo {
         Algo::Direct => direct(ctx, spec, input.as_ptr(), weights, sink),
-        Algo::Winograd2 | Algo::Winograd4 => winograd::run(
+        _ => winograd::run(
             ctx,
             spec,
             input.as_ptr(),

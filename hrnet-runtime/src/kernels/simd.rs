@@ -32,6 +32,8 @@ pub(crate) trait Vf: Copy {
     unsafe fn add(a: Self, b: Self) -> Self;
     /// `a - b`.
     unsafe fn sub(a: Self, b: Self) -> Self;
+    /// `a * b`.
+    unsafe fn mul(a: Self, b: Self) -> Self;
     /// `max(a, 0)`.
     unsafe fn relu(a: Self) -> Self;
 }
@@ -41,10 +43,7 @@ pub(crate) trait Vf: Copy {
 #[derive(Clone, Copy)]
 pub(crate) struct Z(__m512);
 
-// The AVX-512 intrinsics are stable since Rust 1.89 (the toolchain here is 1.95); the
-// workspace's declared rust-version (1.85) predates them.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
 impl Vf for Z {
     #[inline(always)]
     unsafe fn zero() -> Self {
@@ -85,6 +84,11 @@ impl Vf for Z {
     unsafe fn sub(a: Self, b: Self) -> Self {
         // SAFETY: AVX-512F is available (trait contract).
         unsafe { Z(_mm512_sub_ps(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F is available (trait contract).
+        unsafe { Z(_mm512_mul_ps(a.0, b.0)) }
     }
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
@@ -155,6 +159,11 @@ impl Vf for Y {
         unsafe { Y(_mm256_sub_ps(a.0, b.0), _mm256_sub_ps(a.1, b.1)) }
     }
     #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: AVX is available (trait contract).
+        unsafe { Y(_mm256_mul_ps(a.0, b.0), _mm256_mul_ps(a.1, b.1)) }
+    }
+    #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
         // SAFETY: AVX is available (trait contract).
         unsafe {
@@ -210,6 +219,10 @@ impl Vf for P {
     #[inline(always)]
     unsafe fn sub(a: Self, b: Self) -> Self {
         P::map2(a, b, |x, y| x - y)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        P::map2(a, b, |x, y| x * y)
     }
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {

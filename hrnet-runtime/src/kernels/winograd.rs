@@ -15,6 +15,12 @@
 //! Packed weights (after the bias): `U = G g Gᵀ` computed in f64, laid out
 //! `[ξ][group][icb][16 ic][nb][16 oc]` (one 1×1-conv-like matrix per ξ).
 //!
+//! The `*Otf` algorithms keep the direct kernel's 3×3 packing (9 instead of α² floats per
+//! weight pair, so 1.8× / 4× less memory traffic) and transform the weights in f32 during the
+//! call, one K chunk at a time into per-thread scratch; the GEMM then accumulates over chunks.
+//! That pays on small maps with many channels, where each transformed weight serves few tiles
+//! and the weights must come from DRAM (in a whole network they are not cache-resident).
+//!
 //! Matrices (Lavin & Gray): F(4×4) with points 0, ±1, ±2 and ∞; F(2×2) with 0, ±1, ∞.
 
 use super::conv::{group, microkernel, n_groups, pack_grouped, strips, Algo, ConvSpec, Out, Strip};
@@ -27,10 +33,32 @@ use super::{Ctx, Isa};
 /// Tiles per task.
 pub(crate) const TILE_GROUP: usize = 12;
 
-/// Scratch floats one thread needs for `spec` with F(`m`×`m`).
-pub(crate) const fn scratch_per_thread(spec: &ConvSpec, m: usize) -> usize {
-    let a = m + 2;
-    a * a * TILE_GROUP * BLOCK * (spec.cin.div_ceil(BLOCK) + 4)
+/// Scratch floats one thread needs for `spec` with F(`m`×`m`): transformed inputs
+/// `[α²][icb][TILE_GROUP][16]`, GEMM results `[α²][4][TILE_GROUP][16]`, and with weights
+/// transformed on the fly, one K chunk of them, `[α²][kc·16][4][16]`.
+pub(crate) const fn scratch_per_thread(spec: &ConvSpec, m: usize, otf: bool) -> usize {
+    let aa = (m + 2) * (m + 2);
+    let tiles = aa * TILE_GROUP * BLOCK * (spec.cin.div_ceil(BLOCK) + 4);
+    if otf {
+        tiles + aa * otf_chunk(spec, m) * BLOCK * 4 * BLOCK
+    } else {
+        tiles
+    }
+}
+
+/// Input blocks per K chunk when weights are transformed on the fly: about 256 KB of
+/// transformed weights per chunk (for a group of 4 output blocks).
+pub(crate) const fn otf_chunk(spec: &ConvSpec, m: usize) -> usize {
+    let aa = (m + 2) * (m + 2);
+    let kc = 65536 / (aa * BLOCK * 4 * BLOCK);
+    let icb = spec.cin.div_ceil(BLOCK);
+    if kc < 1 {
+        1
+    } else if kc > icb {
+        icb
+    } else {
+        kc
+    }
 }
 
 /// `G` for F(2×2) (4×3) and F(4×4) (6×3).
@@ -235,6 +263,10 @@ struct WinoJob {
     ocb: usize,
     scratch: *mut f32,
     scratch_per_thread: usize,
+    /// Weights are plain 3×3 (direct packing) and transformed per call, `kc` input blocks at a
+    /// time.
+    otf: bool,
+    kc: usize,
 }
 
 // SAFETY: tasks read `inp`/`u`, write disjoint tiles × channel groups of `out`, and use the
@@ -242,18 +274,22 @@ struct WinoJob {
 unsafe impl Sync for WinoJob {}
 
 /// The GEMM of one ξ over the tiles of a task, for one channel group.
-struct Gemm<'a> {
-    j: &'a WinoJob,
-    /// Transformed input of this ξ: `[icb][TILE_GROUP][16]`.
+struct Gemm {
+    /// Transformed input of this ξ and K chunk: `[icb][TILE_GROUP][16]`.
     v: *const f32,
     /// Weights of this ξ and group.
     w: *const f32,
     nbg: usize,
     /// Destination of this ξ: `[4][TILE_GROUP][16]`.
     m: *mut f32,
+    /// Input blocks of this K chunk, real channels in its last block.
+    n_icb: usize,
+    last_ic: usize,
+    /// Add to `m` instead of overwriting it (K chunks after the first).
+    accumulate: bool,
 }
 
-impl Strip for Gemm<'_> {
+impl Strip for Gemm {
     #[inline(always)]
     unsafe fn strip<V: Vf, const NB: usize, const N: usize>(&self, x0: usize, sub: usize) {
         // SAFETY: `x0 + N` ≤ the task's tile count ≤ TILE_GROUP and `sub + NB ≤ nbg ≤ 4`, so
@@ -263,15 +299,21 @@ impl Strip for Gemm<'_> {
                 self.v.add(x0 * BLOCK),
                 BLOCK,
                 &[0],
-                self.j.n_icb,
+                self.n_icb,
                 TILE_GROUP * BLOCK,
-                self.j.last_ic,
+                self.last_ic,
                 self.w.add(sub * BLOCK),
                 self.nbg * BLOCK,
             );
             for (p, ap) in acc.iter().enumerate() {
                 for (b, &v) in ap.iter().enumerate() {
-                    V::store(self.m.add(((sub + b) * TILE_GROUP + x0 + p) * BLOCK), v);
+                    let m = self.m.add(((sub + b) * TILE_GROUP + x0 + p) * BLOCK);
+                    let v = if self.accumulate {
+                        V::add(V::load(m), v)
+                    } else {
+                        v
+                    };
+                    V::store(m, v);
                 }
             }
         }
@@ -311,37 +353,165 @@ unsafe fn wino_input<V: Vf, const M: usize>(j: &WinoJob, t0: usize, nt: usize, v
     }
 }
 
-/// GEMMs and output transform of channel group `g` for the tiles `t0..t0 + nt`.
+/// 1-D `G g` for F(4×4) (6 outputs from 3 taps).
 #[inline(always)]
-unsafe fn wino_group<V: Vf, const M: usize, const NB: usize, const NP: usize>(
+unsafe fn g4<V: Vf>(g: [V; 3]) -> [V; 6] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let s02 = V::add(g[0], g[2]);
+        let p = V::mul(V::splat(-1.0 / 6.0), V::add(s02, g[1]));
+        let q = V::mul(V::splat(-1.0 / 6.0), V::sub(s02, g[1]));
+        let a = V::fma(
+            V::splat(1.0 / 24.0),
+            g[0],
+            V::mul(V::splat(1.0 / 6.0), g[2]),
+        );
+        let b = V::mul(V::splat(1.0 / 12.0), g[1]);
+        [
+            V::mul(V::splat(0.25), g[0]),
+            p,
+            q,
+            V::add(a, b),
+            V::sub(a, b),
+            g[2],
+        ]
+    }
+}
+
+/// 1-D `G g` for F(2×2) (4 outputs from 3 taps).
+#[inline(always)]
+unsafe fn g2<V: Vf>(g: [V; 3]) -> [V; 4] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let h = V::splat(0.5);
+        let s02 = V::add(g[0], g[2]);
+        [
+            g[0],
+            V::mul(h, V::add(s02, g[1])),
+            V::mul(h, V::sub(s02, g[1])),
+            g[2],
+        ]
+    }
+}
+
+/// `G g Gᵀ` of a 3×3 kernel (taps row-major): α² values, row-major.
+#[inline(always)]
+unsafe fn weight_tx<V: Vf, const M: usize>(g: &[V; 9]) -> [V; 36] {
+    // SAFETY: register arithmetic only.
+    unsafe {
+        let mut u = [V::zero(); 36];
+        if M == 4 {
+            let mut t = [V::zero(); 18]; // 6 × 3
+            for c in 0..3 {
+                for (r, v) in g4([g[c], g[3 + c], g[6 + c]]).into_iter().enumerate() {
+                    t[r * 3 + c] = v;
+                }
+            }
+            for r in 0..6 {
+                let row = g4([t[r * 3], t[r * 3 + 1], t[r * 3 + 2]]);
+                u[r * 6..r * 6 + 6].copy_from_slice(&row);
+            }
+        } else {
+            let mut t = [V::zero(); 12]; // 4 × 3
+            for c in 0..3 {
+                for (r, v) in g2([g[c], g[3 + c], g[6 + c]]).into_iter().enumerate() {
+                    t[r * 3 + c] = v;
+                }
+            }
+            for r in 0..4 {
+                let row = g2([t[r * 3], t[r * 3 + 1], t[r * 3 + 2]]);
+                u[r * 4..r * 4 + 4].copy_from_slice(&row);
+            }
+        }
+        u
+    }
+}
+
+/// The α² GEMMs of channel group `g` for the tiles `t0..t0 + nt` into `ms`, with weights
+/// either pre-transformed (`j.otf == false`) or transformed here, `j.kc` input blocks at a time,
+/// into `us`.
+#[inline(always)]
+unsafe fn wino_gemm<V: Vf, const M: usize, const NB: usize, const NP: usize>(
+    j: &WinoJob,
+    g: usize,
+    nt: usize,
+    vs: *const f32,
+    ms: *mut f32,
+    us: *mut f32,
+) {
+    let aa = (M + 2) * (M + 2);
+    let (sb, nbg) = group(j.ocb, g);
+    let kc = if j.otf { j.kc } else { j.n_icb };
+    // SAFETY: all offsets stay inside the packed weights (`[ξ][group][icb][16][nb][16]`, or the
+    // direct `[group][icb][9][16][nb][16]` when on the fly) and this thread's scratch.
+    unsafe {
+        let mut c0 = 0;
+        while c0 < j.n_icb {
+            let kcn = kc.min(j.n_icb - c0);
+            let (w, per_xi) = if j.otf {
+                // Transform the chunk's weights into `us`: `[ξ][kcn·16][nbg][16]`.
+                let wg = j.u.add(j.n_icb * 9 * BLOCK * BLOCK * sb);
+                for ib in 0..kcn {
+                    for i in 0..BLOCK {
+                        for b in 0..nbg {
+                            let mut k = [V::zero(); 9];
+                            for (tap, kv) in k.iter_mut().enumerate() {
+                                let row = ((c0 + ib) * 9 + tap) * BLOCK + i;
+                                *kv = V::load(wg.add((row * nbg + b) * BLOCK));
+                            }
+                            let u = weight_tx::<V, M>(&k);
+                            for (xi, &v) in u.iter().take(aa).enumerate() {
+                                let row = xi * kcn * BLOCK + ib * BLOCK + i;
+                                V::store(us.add((row * nbg + b) * BLOCK), v);
+                            }
+                        }
+                    }
+                }
+                (us as *const f32, kcn * BLOCK * nbg * BLOCK)
+            } else {
+                let per_xi = j.n_icb * BLOCK * j.ocb * BLOCK;
+                (j.u.add(j.n_icb * BLOCK * BLOCK * sb), per_xi)
+            };
+            for xi in 0..aa {
+                let gm = Gemm {
+                    v: vs.add((xi * j.n_icb + c0) * TILE_GROUP * BLOCK),
+                    w: w.add(xi * per_xi),
+                    nbg,
+                    m: ms.add(xi * 4 * TILE_GROUP * BLOCK),
+                    n_icb: kcn,
+                    last_ic: if c0 + kcn == j.n_icb {
+                        j.last_ic
+                    } else {
+                        BLOCK
+                    },
+                    accumulate: c0 > 0,
+                };
+                let mut sub = 0;
+                while sub < nbg {
+                    strips::<_, V, NB, NP>(&gm, nt, sub);
+                    sub += NB;
+                }
+            }
+            c0 += kcn;
+        }
+    }
+}
+
+/// Output transform and epilogue of channel group `g` for the tiles `t0..t0 + nt`.
+#[inline(always)]
+unsafe fn wino_output<V: Vf, const M: usize>(
     j: &WinoJob,
     g: usize,
     t0: usize,
     nt: usize,
-    vs: *const f32,
-    ms: *mut f32,
+    ms: *const f32,
 ) {
     let a = M + 2;
     let (sb, nbg) = group(j.ocb, g);
-    let per_xi = j.n_icb * BLOCK * j.ocb * BLOCK;
     let (h, w) = (j.ins.h, j.ins.w);
-    // SAFETY: all offsets stay inside the packed weights (`[ξ][group][icb][16][nb][16]`) and
-    // this thread's scratch; output pixels are clipped to the map and belong to this task.
+    // SAFETY: reads stay in this thread's scratch; output pixels are clipped to the map and
+    // belong to this task.
     unsafe {
-        for xi in 0..a * a {
-            let gm = Gemm {
-                j,
-                v: vs.add(xi * j.n_icb * TILE_GROUP * BLOCK),
-                w: j.u.add(xi * per_xi + j.n_icb * BLOCK * BLOCK * sb),
-                nbg,
-                m: ms.add(xi * 4 * TILE_GROUP * BLOCK),
-            };
-            let mut sub = 0;
-            while sub < nbg {
-                strips::<_, V, NB, NP>(&gm, nt, sub);
-                sub += NB;
-            }
-        }
         for i in 0..nt {
             let tile = t0 + i;
             let oy = (tile / j.tiles_x) * M;
@@ -362,6 +532,23 @@ unsafe fn wino_group<V: Vf, const M: usize, const NB: usize, const NP: usize>(
     }
 }
 
+/// GEMMs and output transform of channel group `g` for the tiles `t0..t0 + nt`.
+#[inline(always)]
+unsafe fn wino_group<V: Vf, const M: usize, const NB: usize, const NP: usize>(
+    j: &WinoJob,
+    g: usize,
+    t0: usize,
+    nt: usize,
+    scratch: (*mut f32, *mut f32, *mut f32),
+) {
+    let (vs, ms, us) = scratch;
+    // SAFETY: forwarded contracts (see `wino_gemm` and `wino_output`).
+    unsafe {
+        wino_gemm::<V, M, NB, NP>(j, g, nt, vs, ms, us);
+        wino_output::<V, M>(j, g, t0, nt, ms);
+    }
+}
+
 /// Tile range and channel groups of task `t`.
 fn task_range(j: &WinoJob, t: usize) -> (usize, usize, usize, usize) {
     let tg = t / j.split;
@@ -375,16 +562,18 @@ fn task_range(j: &WinoJob, t: usize) -> (usize, usize, usize, usize) {
     (t0, nt, g0, g1)
 }
 
-/// Scratch pointers `(vs, ms)` of `thread`.
+/// Scratch pointers `(vs, ms, us)` of `thread` (see [`scratch_per_thread`]).
 ///
 /// # Safety
 /// `thread` < pool size and the scratch holds `scratch_per_thread` floats per thread.
 #[inline(always)]
-unsafe fn scratch_of<const M: usize>(j: &WinoJob, thread: usize) -> (*mut f32, *mut f32) {
-    // SAFETY: caller's contract; `ms` follows `vs` inside the thread's slice.
+unsafe fn scratch_of<const M: usize>(j: &WinoJob, thread: usize) -> (*mut f32, *mut f32, *mut f32) {
+    let aa = (M + 2) * (M + 2);
+    // SAFETY: caller's contract; `ms` follows `vs` and `us` follows `ms` inside the slice.
     unsafe {
         let vs = j.scratch.add(thread * j.scratch_per_thread);
-        (vs, vs.add((M + 2) * (M + 2) * j.n_icb * TILE_GROUP * BLOCK))
+        let ms = vs.add(aa * j.n_icb * TILE_GROUP * BLOCK);
+        (vs, ms, ms.add(aa * 4 * TILE_GROUP * BLOCK))
     }
 }
 
@@ -395,14 +584,14 @@ unsafe fn wino_task_avx512<const M: usize>(j: &WinoJob, t: usize, thread: usize)
     // SAFETY: `thread` < pool size and the scratch size was checked by `conv`; the rest is the
     // callees' contract, established by `run`.
     unsafe {
-        let (vs, ms) = scratch_of::<M>(j, thread);
-        wino_input::<Z, M>(j, t0, nt, vs);
+        let sc = scratch_of::<M>(j, thread);
+        wino_input::<Z, M>(j, t0, nt, sc.0);
         for g in g0..g1 {
             match group(j.ocb, g).1 {
-                1 => wino_group::<Z, M, 1, 16>(j, g, t0, nt, vs, ms),
-                2 => wino_group::<Z, M, 2, 12>(j, g, t0, nt, vs, ms),
-                3 => wino_group::<Z, M, 3, 8>(j, g, t0, nt, vs, ms),
-                _ => wino_group::<Z, M, 4, 6>(j, g, t0, nt, vs, ms),
+                1 => wino_group::<Z, M, 1, 16>(j, g, t0, nt, sc),
+                2 => wino_group::<Z, M, 2, 12>(j, g, t0, nt, sc),
+                3 => wino_group::<Z, M, 3, 8>(j, g, t0, nt, sc),
+                _ => wino_group::<Z, M, 4, 6>(j, g, t0, nt, sc),
             }
         }
     }
@@ -414,10 +603,10 @@ unsafe fn wino_task_avx2<const M: usize>(j: &WinoJob, t: usize, thread: usize) {
     let (t0, nt, g0, g1) = task_range(j, t);
     // SAFETY: as in `wino_task_avx512`.
     unsafe {
-        let (vs, ms) = scratch_of::<M>(j, thread);
-        wino_input::<Y, M>(j, t0, nt, vs);
+        let sc = scratch_of::<M>(j, thread);
+        wino_input::<Y, M>(j, t0, nt, sc.0);
         for g in g0..g1 {
-            wino_group::<Y, M, 1, 6>(j, g, t0, nt, vs, ms);
+            wino_group::<Y, M, 1, 6>(j, g, t0, nt, sc);
         }
     }
 }
@@ -426,15 +615,15 @@ fn wino_task_portable<const M: usize>(j: &WinoJob, t: usize, thread: usize) {
     let (t0, nt, g0, g1) = task_range(j, t);
     // SAFETY: as in `wino_task_avx512`.
     unsafe {
-        let (vs, ms) = scratch_of::<M>(j, thread);
-        wino_input::<P, M>(j, t0, nt, vs);
+        let sc = scratch_of::<M>(j, thread);
+        wino_input::<P, M>(j, t0, nt, sc.0);
         for g in g0..g1 {
             // Same register blocking as AVX-512 (so this generic code is tested anywhere).
             match group(j.ocb, g).1 {
-                1 => wino_group::<P, M, 1, 16>(j, g, t0, nt, vs, ms),
-                2 => wino_group::<P, M, 2, 12>(j, g, t0, nt, vs, ms),
-                3 => wino_group::<P, M, 3, 8>(j, g, t0, nt, vs, ms),
-                _ => wino_group::<P, M, 4, 6>(j, g, t0, nt, vs, ms),
+                1 => wino_group::<P, M, 1, 16>(j, g, t0, nt, sc),
+                2 => wino_group::<P, M, 2, 12>(j, g, t0, nt, sc),
+                3 => wino_group::<P, M, 3, 8>(j, g, t0, nt, sc),
+                _ => wino_group::<P, M, 4, 6>(j, g, t0, nt, sc),
             }
         }
     }
@@ -449,7 +638,12 @@ pub(crate) fn run(
     out: Out,
     scratch: *mut f32,
 ) {
-    let m = if spec.algo == Algo::Winograd2 { 2 } else { 4 };
+    let (m, otf) = match spec.algo {
+        Algo::Winograd2 => (2, false),
+        Algo::Winograd2Otf => (2, true),
+        Algo::Winograd4Otf => (4, true),
+        _ => (4, false),
+    };
     let ins = spec.in_shape();
     let tiles_x = ins.w.div_ceil(m);
     let n_tiles = ins.h.div_ceil(m) * tiles_x;
@@ -474,7 +668,9 @@ pub(crate) fn run(
         last_ic: spec.cin - (n_icb - 1) * BLOCK,
         ocb,
         scratch,
-        scratch_per_thread: scratch_per_thread(spec, m),
+        scratch_per_thread: scratch_per_thread(spec, m, otf),
+        otf,
+        kc: otf_chunk(spec, m),
     };
     let isa = ctx.isa();
     ctx.pool().run(n_tg * split, &|t, thread| match (isa, m) {
