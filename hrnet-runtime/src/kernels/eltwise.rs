@@ -65,7 +65,7 @@ pub fn add_upsampled(
 ) {
     let f = 1usize << log2;
     assert!(
-        shape.h % f == 0 && shape.w % f == 0,
+        shape.h.is_multiple_of(f) && shape.w.is_multiple_of(f),
         "add_upsampled: size not divisible"
     );
     let ls = ActShape::new(shape.c, shape.h / f, shape.w / f);
