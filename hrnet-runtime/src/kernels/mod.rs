@@ -20,7 +20,25 @@
 //!
 //! Instruction sets: AVX-512F, AVX2+FMA and a portable fallback, chosen once at run time by
 //! [`Isa::active`] (overridable with `HRNET_ISA=avx512|avx2|portable`) or explicitly with
-//! [`Ctx::with_isa`].
+//! [`Ctx::with_isa`]. The portable path uses the AVX-512 register blocking, so that generic
+//! code is exercised on machines without AVX-512.
+//!
+//! How generated code uses it (all shapes are constants; buffers are allocated once):
+//! ```
+//! use hrnet_runtime::kernels::{act_len, conv, ConvSpec, Ctx, Epilogue};
+//! // A Basic block's second conv: 3×3, 32 → 32 channels at 64×48, + residual, ReLU.
+//! const CONV2: ConvSpec = ConvSpec::new(32, 32, 64, 48, 3, 1, 1);
+//! const ACT: usize = act_len(32, 64, 48);
+//! let ctx = Ctx::new(2);
+//! // At load time: pack OIHW weights (BatchNorm folded) and bias.
+//! let (weight, bias) = (vec![0.01f32; 32 * 32 * 9], vec![0.0f32; 32]);
+//! let mut packed = vec![0.0; CONV2.packed_len()];
+//! CONV2.pack(&weight, Some(&bias), &mut packed);
+//! let mut scratch = vec![0.0; CONV2.scratch_len(ctx.threads())];
+//! // Per frame: activations live in a planned arena, in the blocked layout.
+//! let (x, mid, mut y) = (vec![0.0f32; ACT], vec![0.0f32; ACT], vec![0.0f32; ACT]);
+//! conv(&ctx, &CONV2, &mid, &packed, &mut y, Epilogue::residual(&x, true), &mut scratch);
+//! ```
 
 pub mod conv;
 pub mod eltwise;
