@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before parking.
 pub const SPIN: Duration = Duration::from_millis(3);
 
-/// After this long without a job, an idle worker yields its time slice between spins.
-const YIELD_AFTER: Duration = Duration::from_micros(200);
+/// Minimum number of spin iterations before parking (about [`SPIN`] on this machine).
+const MIN_SPINS: u32 = 1 << 17;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
@@ -205,12 +205,12 @@ fn worker(s: &Shared, index: usize) {
                 std::hint::spin_loop();
                 continue;
             }
-            let idle = start.elapsed();
-            if idle < SPIN {
-                if idle > YIELD_AFTER {
-                    // Let other processes run if the machine is oversubscribed.
-                    thread::yield_now();
-                }
+            // No `yield_now` here: on an oversubscribed machine it hands the core to another
+            // process for a whole time slice, and the next job then runs without this worker.
+            // Park only after both SPIN of wall time and as many spins as SPIN takes on an idle
+            // core: a worker that was preempted for longer than SPIN keeps spinning a while
+            // once it runs again, instead of parking right away and needing a slow wake-up.
+            if start.elapsed() < SPIN || spins < MIN_SPINS {
                 continue;
             }
             s.sleeping[index].store(true, Ordering::SeqCst);
