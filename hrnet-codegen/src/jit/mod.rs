@@ -1,0 +1,650 @@
+//! The cranelift JIT engine (`hrnetc run/bench --engine jit`): renders a [`Plan`] straight to
+//! machine code at load time, no rustc involved.
+//!
+//! [`JitModel::compile`] walks the plan's steps and generates, as cranelift IR, one function per
+//! distinct kernel shape ([`gen`]: direct convolutions with f32x4 FMA, register blocking and
+//! the fused epilogue, the exchange units' adds, copies, halo zeroing and the NCHW
+//! conversions), compiles them with the host's ISA flags (FMA enabled when the CPU has it:
+//! without it every `fma` would be a library call) and keeps one resolved call per step. The
+//! plan's decisions are kept as they are: activation layout, arena offsets, step order, fused
+//! epilogues, in-place updates. Only the algorithm and weight layout of convolutions are the
+//! JIT's own ([`pack`]): Winograd F(2×2, 3×3) ([`wino`]) for 3×3 stride-1 convs with even
+//! output sizes (cranelift's 128-bit vectors make F(4×4)'s larger transforms less attractive),
+//! direct otherwise, one contiguous run of weights per 16-channel output block.
+//!
+//! [`JitModel::run`] checks the caller's buffers, then executes the calls: each generated
+//! function handles one task (a channel block, or an output block × a range of rows) and the
+//! tasks of a step are spread over the scratch's thread pool. Nothing is allocated per run;
+//! the only Rust on the hot path is this dispatch loop.
+
+mod engine;
+mod gen;
+mod pack;
+mod wino;
+
+pub use engine::{JitEngine, JitEngineError};
+
+use crate::plan::{Addend, Plan, Step};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use gen::{ConvKernel, Kernel, KernelFn, Target};
+use hrnet_ir::ir::Shape;
+use hrnet_runtime::kernels::{ActShape, ConvSpec};
+use hrnet_runtime::model::{ConvParams, RunError, Scratch};
+use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Aim for at least this many tasks per convolution (both cores busy, dynamic balance).
+const TASKS_PER_CONV: usize = 16;
+
+/// Why a plan could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// This host cannot run the JIT (no cranelift back end for it).
+    #[error("the JIT does not support this host: {0}")]
+    Host(String),
+    /// The plan is inconsistent (a compiler bug upstream of the JIT).
+    #[error("internal error: invalid plan: {0}")]
+    Plan(String),
+    /// Cranelift rejected the generated code (a bug in the JIT; the verifier's message when
+    /// it is on).
+    #[error("internal error: cranelift: {0}")]
+    Codegen(String),
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JitRunError {
+    /// Input, output or scratch of the wrong size.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The weights were not packed by this model's [`JitModel::pack`].
+    #[error("the packed weights have {actual} floats, this model needs {expected} (pack them with JitModel::pack)")]
+    Weights {
+        /// Floats needed.
+        expected: usize,
+        /// Floats given.
+        actual: usize,
+    },
+}
+
+/// How to compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitOptions {
+    /// Run cranelift's IR verifier on every function (a bug detector; costs compile time).
+    pub verify: bool,
+    /// Use Winograd F(2×2, 3×3) where it applies (otherwise every conv is direct).
+    pub winograd: bool,
+}
+
+impl Default for JitOptions {
+    /// The verifier on in debug builds (and so in tests), off in release builds.
+    fn default() -> Self {
+        JitOptions {
+            verify: cfg!(debug_assertions),
+            winograd: true,
+        }
+    }
+}
+
+/// What compiling produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JitStats {
+    /// Distinct generated functions.
+    pub functions: usize,
+    /// Bytes of machine code.
+    pub code_bytes: usize,
+    /// Kernel calls per run (plan steps, plus halo zeroing before fresh conv outputs).
+    pub calls: usize,
+    /// Whether `fma` is a native instruction on this host (otherwise `fmul` + `fadd`).
+    pub fma: bool,
+    /// Wall time of [`JitModel::compile`].
+    pub compile_time: Duration,
+}
+
+/// Where a kernel argument points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ptr {
+    /// Unused (0).
+    Null,
+    /// Arena, at this float offset.
+    Arena(usize),
+    /// The packed weights, at this float offset.
+    Weights(usize),
+    /// The caller's NCHW input.
+    Input,
+    /// The caller's NCHW output number `i`.
+    Output(usize),
+}
+
+/// How a call's work is split into tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tasks {
+    /// One task per channel block.
+    Blocks(usize),
+    /// `blocks × chunks` tasks: output block `t / chunks`, rows `rows · (t % chunks)..` (at most
+    /// `rows` of them, clipped to `h`).
+    Rows {
+        blocks: usize,
+        chunks: usize,
+        rows: usize,
+        h: usize,
+    },
+    /// One task per row of Winograd tiles, each with its thread's scratch.
+    Tiles(usize),
+}
+
+/// One resolved kernel call.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    kernel: usize,
+    args: [Ptr; 4],
+    tasks: Tasks,
+}
+
+/// A plan compiled to machine code. Create it once with [`JitModel::compile`], pack weights
+/// with [`JitModel::pack`], make a [`Scratch`] per calling thread with [`JitModel::scratch`],
+/// then [`JitModel::run`] as often as needed.
+pub struct JitModel {
+    /// Owns the executable memory `fns` point into (freed on drop).
+    module: Option<JITModule>,
+    fns: Vec<KernelFn>,
+    calls: Vec<Call>,
+    input: Shape,
+    outputs: Vec<Shape>,
+    arena_len: usize,
+    /// Winograd scratch floats per thread.
+    scratch_per_thread: usize,
+    /// `(key, bias, bn, spec)` of every conv, for binding.
+    convs: Vec<(String, bool, Option<String>, ConvSpec)>,
+    jit_convs: Vec<pack::JitConv>,
+    offsets: Vec<usize>,
+    packed_len: usize,
+    stats: JitStats,
+}
+
+// SAFETY: after `finalize_definitions` the module's code memory is immutable and only read
+// (executed) through `fns`; the module itself is never used again except to free it in `drop`,
+// which needs `&mut self` (so no other thread is running its code). The generated functions
+// keep no state and touch only the buffers passed to them.
+unsafe impl Send for JitModel {}
+// SAFETY: as above: `&JitModel` gives access to immutable code and data only.
+unsafe impl Sync for JitModel {}
+
+impl std::fmt::Debug for JitModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitModel")
+            .field("calls", &self.calls.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Drop for JitModel {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the function pointers into this memory live in `self.fns`, which is being
+            // dropped; `&mut self` means no call is running.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// Incremental builder of the call list and the kernel set.
+struct Compiler {
+    kernels: Vec<Kernel>,
+    ids: HashMap<Kernel, usize>,
+    calls: Vec<Call>,
+}
+
+impl Compiler {
+    fn kernel(&mut self, k: Kernel) -> usize {
+        let n = self.kernels.len();
+        *self.ids.entry(k).or_insert_with(|| {
+            self.kernels.push(k);
+            n
+        })
+    }
+
+    fn call(&mut self, k: Kernel, args: [Ptr; 4], tasks: Tasks) {
+        let kernel = self.kernel(k);
+        self.calls.push(Call {
+            kernel,
+            args,
+            tasks,
+        });
+    }
+}
+
+fn plan_err(i: usize, what: &str) -> JitError {
+    JitError::Plan(format!("step {i}: {what}"))
+}
+
+fn act(s: Shape) -> ActShape {
+    ActShape::new(s.c, s.h, s.w)
+}
+
+impl JitModel {
+    /// Compiles `plan` with the default [`JitOptions`].
+    pub fn compile(plan: &Plan) -> Result<JitModel, JitError> {
+        JitModel::compile_with(plan, JitOptions::default())
+    }
+
+    /// Compiles `plan` to machine code for this host.
+    pub fn compile_with(plan: &Plan, opts: JitOptions) -> Result<JitModel, JitError> {
+        let t0 = Instant::now();
+        plan.check().map_err(JitError::Plan)?;
+        let jit_convs: Vec<pack::JitConv> = plan
+            .convs
+            .iter()
+            .map(|c| pack::JitConv {
+                spec: c.spec,
+                winograd: opts.winograd && wino::applies(&c.spec),
+            })
+            .collect();
+        let (offsets, packed_len) = pack::layout(&jit_convs);
+        let mut scratch_per_thread = 0;
+        let mut c = Compiler {
+            kernels: Vec::new(),
+            ids: HashMap::new(),
+            calls: Vec::new(),
+        };
+        let v = |id: usize| &plan.values[id];
+        let a = |id: usize| Ptr::Arena(plan.values[id].offset);
+        for (i, step) in plan.steps.iter().enumerate() {
+            match *step {
+                Step::Input { dst } => {
+                    let shape = v(dst).shape;
+                    if shape != act(plan.input) {
+                        return Err(plan_err(i, "input value does not have the input's shape"));
+                    }
+                    c.call(
+                        Kernel::Input { shape },
+                        [Ptr::Input, Ptr::Null, a(dst), Ptr::Null],
+                        Tasks::Blocks(shape.blocks()),
+                    );
+                }
+                Step::Conv {
+                    layer,
+                    src,
+                    dst,
+                    add,
+                    upsample_log2,
+                    relu,
+                    ..
+                } => {
+                    let l = plan
+                        .convs
+                        .get(layer)
+                        .ok_or_else(|| plan_err(i, "no such conv layer"))?;
+                    let s = l.spec;
+                    let ck = ConvKernel {
+                        cin: s.cin,
+                        cout: s.cout,
+                        h_in: s.h_in,
+                        w_in: s.w_in,
+                        k: s.k,
+                        stride: s.stride,
+                        pad: s.pad,
+                        add: add != Addend::None,
+                        up: upsample_log2,
+                        relu,
+                    };
+                    let out = ck.out_shape();
+                    let res = match add {
+                        Addend::None => Ptr::Null,
+                        Addend::InPlace => a(dst),
+                        Addend::Value(r) => {
+                            if v(r).shape != out {
+                                return Err(plan_err(i, "addend shape"));
+                            }
+                            a(r)
+                        }
+                    };
+                    if add != Addend::InPlace {
+                        c.call(
+                            Kernel::ZeroHalo { shape: out },
+                            [Ptr::Null, Ptr::Null, a(dst), Ptr::Null],
+                            Tasks::Blocks(out.blocks()),
+                        );
+                    }
+                    let h = ck.h_out();
+                    let args = [a(src), Ptr::Weights(offsets[layer]), a(dst), res];
+                    if jit_convs[layer].winograd {
+                        scratch_per_thread = scratch_per_thread.max(wino::scratch_per_thread(&s));
+                        c.call(Kernel::Wino(ck), args, Tasks::Tiles(h / 2));
+                    } else {
+                        let blocks = out.blocks();
+                        let chunks = TASKS_PER_CONV.div_ceil(blocks).clamp(1, h);
+                        let rows = h.div_ceil(chunks);
+                        let chunks = h.div_ceil(rows);
+                        let tasks = Tasks::Rows {
+                            blocks,
+                            chunks,
+                            rows,
+                            h,
+                        };
+                        c.call(Kernel::Conv(ck), args, tasks);
+                    }
+                }
+                Step::Add {
+                    a: x,
+                    b: y,
+                    dst,
+                    relu,
+                } => {
+                    let shape = v(dst).shape;
+                    if v(x).shape != shape || v(y).shape != shape {
+                        return Err(plan_err(i, "add operand shapes"));
+                    }
+                    c.call(
+                        Kernel::Add { shape, relu },
+                        [a(x), a(y), a(dst), Ptr::Null],
+                        Tasks::Blocks(shape.blocks()),
+                    );
+                }
+                Step::AddUpsampled {
+                    low,
+                    dst,
+                    log2,
+                    relu,
+                    ..
+                } => {
+                    let shape = v(dst).shape;
+                    let f = 1usize.checked_shl(log2).unwrap_or(0);
+                    if f == 0
+                        || log2 >= 16
+                        || shape.h % f != 0
+                        || shape.w % f != 0
+                        || v(low).shape != ActShape::new(shape.c, shape.h / f, shape.w / f)
+                    {
+                        return Err(plan_err(i, "upsampled add shapes"));
+                    }
+                    c.call(
+                        Kernel::AddUp { shape, log2, relu },
+                        [a(dst), a(low), Ptr::Null, Ptr::Null],
+                        Tasks::Blocks(shape.blocks()),
+                    );
+                }
+                Step::Copy { src, dst } => {
+                    let shape = v(dst).shape;
+                    if v(src).shape != shape {
+                        return Err(plan_err(i, "copy shapes"));
+                    }
+                    c.call(
+                        Kernel::Copy { shape },
+                        [a(src), Ptr::Null, a(dst), Ptr::Null],
+                        Tasks::Blocks(shape.blocks()),
+                    );
+                }
+                Step::Output { src, index } => {
+                    let shape = v(src).shape;
+                    match plan.outputs.get(index) {
+                        Some(&o) if act(o) == shape => {}
+                        _ => return Err(plan_err(i, "output shape")),
+                    }
+                    c.call(
+                        Kernel::Output { shape },
+                        [a(src), Ptr::Null, Ptr::Output(index), Ptr::Null],
+                        Tasks::Blocks(shape.blocks()),
+                    );
+                }
+            }
+        }
+
+        let (module, fns, code_bytes, fma) = codegen(&c.kernels, opts)?;
+        let stats = JitStats {
+            functions: fns.len(),
+            code_bytes,
+            calls: c.calls.len(),
+            fma,
+            compile_time: t0.elapsed(),
+        };
+        Ok(JitModel {
+            module: Some(module),
+            fns,
+            calls: c.calls,
+            input: plan.input,
+            outputs: plan.outputs.clone(),
+            arena_len: plan.arena_len,
+            scratch_per_thread,
+            convs: plan
+                .convs
+                .iter()
+                .map(|l| (l.key.clone(), l.bias, l.bn.clone(), l.spec))
+                .collect(),
+            jit_convs,
+            offsets,
+            packed_len,
+            stats,
+        })
+    }
+
+    /// Binds `ckpt` strictly (unless `opts` says otherwise), folds BatchNorm (in f64) and
+    /// packs the weights in the layout the generated kernels read.
+    pub fn pack(&self, ckpt: &Checkpoint, opts: BindOptions) -> Result<Vec<f32>, BindError> {
+        let params: Vec<ConvParams<'_>> = self
+            .convs
+            .iter()
+            .zip(&self.offsets)
+            .map(|((key, bias, bn, spec), &packed_offset)| ConvParams {
+                key,
+                bias: *bias,
+                bn: bn.as_deref(),
+                spec: *spec,
+                packed_offset,
+            })
+            .collect();
+        pack::pack(
+            ckpt,
+            &params,
+            &self.jit_convs,
+            &self.offsets,
+            self.packed_len,
+            opts,
+        )
+    }
+
+    /// Working memory for running with `threads` threads (the caller included).
+    pub fn scratch(&self, threads: usize) -> Scratch {
+        Scratch::new(self.arena_len, self.scratch_per_thread, threads)
+    }
+
+    /// Input shape (NCHW, batch 1).
+    pub fn input_shape(&self) -> Shape {
+        self.input
+    }
+
+    /// Output shapes (NCHW, batch 1).
+    pub fn output_shapes(&self) -> &[Shape] {
+        &self.outputs
+    }
+
+    /// What compiling produced and how long it took.
+    pub fn compile_stats(&self) -> JitStats {
+        self.stats
+    }
+
+    /// Runs the model on `input` (NCHW) into `outputs` (NCHW, one slice per output; extra
+    /// outputs the plan does not make are left alone, missing ones are not written) with
+    /// weights from [`JitModel::pack`]. Allocates nothing.
+    pub fn run(
+        &self,
+        packed: &[f32],
+        input: &[f32],
+        outputs: &mut [&mut [f32]],
+        scratch: &mut Scratch,
+    ) -> Result<(), JitRunError> {
+        let i = self.input;
+        if input.len() != i.len() {
+            return Err(RunError::Input {
+                expected: [1, i.c, i.h, i.w],
+                actual: input.len(),
+            }
+            .into());
+        }
+        for (o, s) in outputs.iter().zip(&self.outputs) {
+            if o.len() != s.len() {
+                return Err(RunError::Output {
+                    expected: [1, s.c, s.h, s.w],
+                    actual: o.len(),
+                }
+                .into());
+            }
+        }
+        if scratch.arena.len() != self.arena_len {
+            return Err(RunError::Scratch {
+                expected: self.arena_len,
+                actual: scratch.arena.len(),
+            }
+            .into());
+        }
+        let tiles_needed = self.scratch_per_thread * scratch.ctx.threads();
+        if scratch.tiles.len() < tiles_needed {
+            return Err(RunError::Scratch {
+                expected: tiles_needed,
+                actual: scratch.tiles.len(),
+            }
+            .into());
+        }
+        if packed.len() != self.packed_len {
+            return Err(JitRunError::Weights {
+                expected: self.packed_len,
+                actual: packed.len(),
+            });
+        }
+        let arena = scratch.arena.as_mut_ptr() as usize;
+        let weights = packed.as_ptr() as usize;
+        let inp = input.as_ptr() as usize;
+        let tiles = scratch.tiles.as_mut_ptr() as usize;
+        let per_thread = self.scratch_per_thread * 4;
+        let pool = scratch.ctx.pool();
+        for call in &self.calls {
+            let mut args = [0usize; 4];
+            let mut skip = false;
+            for (slot, p) in args.iter_mut().zip(call.args) {
+                *slot = match p {
+                    Ptr::Null => 0,
+                    Ptr::Arena(o) => arena + o * 4,
+                    Ptr::Weights(o) => weights + o * 4,
+                    Ptr::Input => inp,
+                    Ptr::Output(k) => match outputs.get_mut(k) {
+                        Some(o) => o.as_mut_ptr() as usize,
+                        None => {
+                            skip = true;
+                            0
+                        }
+                    },
+                };
+            }
+            if skip {
+                continue;
+            }
+            let f = self.fns[call.kernel];
+            let [a, b, c, d] = args;
+            match call.tasks {
+                Tasks::Blocks(n) => pool.run(n, &|t, _| {
+                    // SAFETY: `compile` checked every step's shapes against the plan (whose
+                    // own check puts every value inside the arena), and the lengths of input,
+                    // outputs, arena and weights were checked above; each task writes only its
+                    // own channel block.
+                    unsafe { f(a, b, c, d, t, 0, 0) }
+                }),
+                Tasks::Rows {
+                    blocks,
+                    chunks,
+                    rows,
+                    h,
+                } => pool.run(blocks * chunks, &|t, _| {
+                    let (ob, r0) = (t / chunks, (t % chunks) * rows);
+                    // SAFETY: as above; each task writes only rows `r0..r1` of block `ob`.
+                    unsafe { f(a, b, c, d, ob, r0, (r0 + rows).min(h)) }
+                }),
+                Tasks::Tiles(n) => pool.run(n, &|t, thread| {
+                    // SAFETY: as above; each task writes only its two output rows (all
+                    // blocks) and the scratch of the thread running it (`thread` <
+                    // `threads`, whose scratch was checked above).
+                    unsafe { f(a, b, c, d, t, tiles + thread * per_thread, 0) }
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host's ISA with the JIT's settings, and whether it has native FMA.
+fn host_isa(opts: JitOptions) -> Result<(cranelift_codegen::isa::OwnedTargetIsa, bool), JitError> {
+    let host = |e: &dyn std::fmt::Display| JitError::Host(e.to_string());
+    let mut fb = settings::builder();
+    fb.set("opt_level", "speed").map_err(|e| host(&e))?;
+    fb.set(
+        "enable_verifier",
+        if opts.verify { "true" } else { "false" },
+    )
+    .map_err(|e| host(&e))?;
+    let ib = cranelift_native::builder().map_err(|e| host(&e))?;
+    let isa = ib.finish(settings::Flags::new(fb)).map_err(|e| host(&e))?;
+    // x86-64 needs the `has_fma` flag (set by `cranelift_native` when the CPU has FMA);
+    // aarch64's SIMD always has it.
+    let fma = if cfg!(target_arch = "x86_64") {
+        isa.isa_flags()
+            .iter()
+            .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
+    } else {
+        cfg!(target_arch = "aarch64")
+    };
+    Ok((isa, fma))
+}
+
+/// Compiles every kernel; returns the module, their entry points, the code size and FMA.
+fn codegen(
+    kernels: &[Kernel],
+    opts: JitOptions,
+) -> Result<(JITModule, Vec<KernelFn>, usize, bool), JitError> {
+    let (isa, fma) = host_isa(opts)?;
+    let target = Target {
+        ptr: isa.pointer_type(),
+        fma,
+    };
+    let frontend = isa.frontend_config();
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let sig = gen::signature(module.make_signature(), target.ptr);
+    let cg = |e: &dyn std::fmt::Display| JitError::Codegen(e.to_string());
+    let mut ctx = Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ids: Vec<FuncId> = Vec::with_capacity(kernels.len());
+    let mut code_bytes = 0;
+    for (n, k) in kernels.iter().enumerate() {
+        let id = module
+            .declare_function(&format!("hrnet_k{n}"), Linkage::Local, &sig)
+            .map_err(|e| cg(&e))?;
+        ctx.func.signature = sig.clone();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            gen::emit(&mut b, target, k);
+            b.finalize(frontend);
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| JitError::Codegen(format!("{k:?}: {e:?}")))?;
+        code_bytes += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        module.clear_context(&mut ctx);
+        ids.push(id);
+    }
+    module.finalize_definitions().map_err(|e| cg(&e))?;
+    let fns = ids
+        .into_iter()
+        .map(|id| {
+            let p = module.get_finalized_function(id);
+            // SAFETY: `p` is the entry of a function compiled with `sig`: seven pointer-sized
+            // integer parameters, no result, the host's default calling convention, which is
+            // `extern "C"`'s.
+            unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+        })
+        .collect();
+    Ok((module, fns, code_bytes, fma))
+}

@@ -1,0 +1,161 @@
+//! The JIT's weight format: strict binding, BatchNorm folding (in f64, exactly as
+//! hrnet-runtime's loader does) and packing into the layout the generated kernels read.
+//!
+//! Per convolution, at a 16-float-aligned offset: the bias padded to whole output blocks
+//! (`ocb · 16` floats), then for each output block `ob`, zero-padded,
+//! - direct: `[icb][tap][16 input channels][16 output channels]`;
+//! - Winograd F(2×2, 3×3) (see [`super::wino`]): `[ξ][icb][16 ic][16 oc]` of `U = G g Gᵀ`,
+//!   computed in f64.
+//!
+//! One output block's weights are contiguous, so a kernel call for block `ob` streams one run
+//! of memory and loads each row of 16 output channels as four f32x4 vectors.
+
+use hrnet_runtime::kernels::{ConvSpec, BLOCK};
+use hrnet_runtime::model::{tensor_specs, ConvParams, BN_EPS};
+use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
+
+/// How the JIT runs one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JitConv {
+    /// Shapes.
+    pub spec: ConvSpec,
+    /// Winograd F(2×2, 3×3) instead of direct.
+    pub winograd: bool,
+}
+
+/// Weight floats per (output block, input block): taps (or ξ) × 16 × 16.
+fn per_block_pair(c: &JitConv) -> usize {
+    let positions = if c.winograd { 16 } else { c.spec.k * c.spec.k };
+    positions * BLOCK * BLOCK
+}
+
+/// Floats of one convolution's packed weights and bias in the JIT layout.
+pub(crate) fn packed_len(c: &JitConv) -> usize {
+    let ocb = c.spec.cout.div_ceil(BLOCK);
+    let icb = c.spec.cin.div_ceil(BLOCK);
+    ocb * BLOCK + ocb * icb * per_block_pair(c)
+}
+
+/// Offsets (16-float aligned) of every conv's packed weights, and the total length.
+pub(crate) fn layout(convs: &[JitConv]) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::with_capacity(convs.len());
+    let mut at = 0usize;
+    for c in convs {
+        at = at.div_ceil(BLOCK) * BLOCK;
+        offsets.push(at);
+        at += packed_len(c);
+    }
+    (offsets, at)
+}
+
+/// `G` of F(2×2, 3×3).
+const G: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// Writes OIHW `weight` (folded) and `bias` into `out` (exactly [`packed_len`] floats).
+fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    let s = &c.spec;
+    let (cin, cout, taps) = (s.cin, s.cout, s.k * s.k);
+    let ocb = cout.div_ceil(BLOCK);
+    let icb = cin.div_ceil(BLOCK);
+    out.fill(0.0);
+    out[..cout].copy_from_slice(bias);
+    let body = &mut out[ocb * BLOCK..];
+    let per_ob = icb * per_block_pair(c);
+    if c.winograd {
+        // [ob][ξ][icb][16 ic][16 oc] of U = G g Gᵀ.
+        for oc in 0..cout {
+            let (ob, l) = (oc / BLOCK, oc % BLOCK);
+            for ic in 0..cin {
+                let k = &weight[(oc * cin + ic) * 9..][..9];
+                let mut t = [[0.0f64; 3]; 4];
+                for (r, tr) in t.iter_mut().enumerate() {
+                    for (col, tc) in tr.iter_mut().enumerate() {
+                        *tc = (0..3).map(|i| G[r][i] * f64::from(k[i * 3 + col])).sum();
+                    }
+                }
+                for (r, tr) in t.iter().enumerate() {
+                    for (col, gc) in G.iter().enumerate() {
+                        let u: f64 = (0..3).map(|i| tr[i] * gc[i]).sum();
+                        let xi = r * 4 + col;
+                        let idx = ob * per_ob
+                            + ((xi * icb + ic / BLOCK) * BLOCK + ic % BLOCK) * BLOCK
+                            + l;
+                        body[idx] = u as f32;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for oc in 0..cout {
+        let (ob, l) = (oc / BLOCK, oc % BLOCK);
+        for ic in 0..cin {
+            let (ib, i) = (ic / BLOCK, ic % BLOCK);
+            for t in 0..taps {
+                let idx = ob * per_ob + ((ib * taps + t) * BLOCK + i) * BLOCK + l;
+                body[idx] = weight[(oc * cin + ic) * taps + t];
+            }
+        }
+    }
+}
+
+/// Binds `ckpt` strictly against `convs` (their specs' shapes), folds BatchNorm and packs
+/// every conv at `offsets` into one buffer of `total` floats.
+pub(crate) fn pack(
+    ckpt: &Checkpoint,
+    convs: &[ConvParams<'_>],
+    jit: &[JitConv],
+    offsets: &[usize],
+    total: usize,
+    opts: BindOptions,
+) -> Result<Vec<f32>, BindError> {
+    let specs = tensor_specs(convs);
+    let bound = ckpt.bind(&specs, opts)?;
+    let mut tensors = bound.iter();
+    let mut next = move || tensors.next().unwrap_or(&[]);
+    let mut packed = vec![0f32; total];
+    let mut w_folded = Vec::new();
+    let mut b_folded = Vec::new();
+    for ((c, j), &off) in convs.iter().zip(jit).zip(offsets) {
+        let s = &c.spec;
+        let w = next();
+        let bias = if c.bias { Some(next()) } else { None };
+        let per_out = s.cin * s.k * s.k;
+        w_folded.clear();
+        b_folded.clear();
+        match c.bn {
+            Some(_) => {
+                let (gamma, beta, mean, var) = (next(), next(), next(), next());
+                for o in 0..s.cout {
+                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
+                    w_folded.extend(
+                        w[o * per_out..(o + 1) * per_out]
+                            .iter()
+                            .map(|&x| (f64::from(x) * scale) as f32),
+                    );
+                    let b0 = bias.map_or(0.0, |b| f64::from(b[o]));
+                    b_folded.push(((b0 - f64::from(mean[o])) * scale + f64::from(beta[o])) as f32);
+                }
+            }
+            None => {
+                w_folded.extend_from_slice(w);
+                match bias {
+                    Some(b) => b_folded.extend_from_slice(b),
+                    None => b_folded.resize(s.cout, 0.0),
+                }
+            }
+        }
+        pack_one(
+            j,
+            &w_folded,
+            &b_folded,
+            &mut packed[off..off + packed_len(j)],
+        );
+    }
+    Ok(packed)
+}

@@ -1,0 +1,232 @@
+//! Winograd F(2×2, 3×3) as cranelift IR, for 3×3 stride-1 padding-1 convolutions whose
+//! output height and width are even (so every 2×2 tile is whole and its 4×4 input patch lies
+//! inside the haloed input).
+//!
+//! One task is one row of tiles (two output rows), all output blocks, in per-thread scratch:
+//! 1. input transform `V = Bᵀ d B` of every patch of the row, into `[ξ][icb][tile][16]`;
+//! 2. per output block: for each of the 16 positions ξ, the GEMM
+//!    `M_ξ[tile][oc] = Σ_ic V_ξ[tile][ic] · U_ξ[ic][oc]` with the direct kernel's register
+//!    blocking (tiles in place of pixels), into `[ξ][tile][16]`; then the output transform
+//!    `Y = Aᵀ M A` and the fused epilogue.
+//!
+//! Packed weights (after the bias): `U = G g Gᵀ` computed in f64 (see [`super::pack`]), laid
+//! out `[ob][ξ][icb][16 ic][16 oc]`.
+
+use super::gen::{block_base, ConvKernel, Emit, F4, FS, PIXELS, PX};
+use cranelift_codegen::ir::{InstBuilder, Value};
+use cranelift_frontend::Variable;
+use hrnet_runtime::kernels::{ActShape, ConvSpec, BLOCK};
+
+/// Transform positions (4 × 4).
+pub(crate) const XI: usize = 16;
+
+/// Whether the JIT runs `s` with Winograd.
+pub(crate) fn applies(s: &ConvSpec) -> bool {
+    s.is_winograd_shape() && s.h_out() % 2 == 0 && s.w_out() % 2 == 0
+}
+
+/// Scratch floats one thread needs for `c`: `V` then `M`.
+pub(crate) fn scratch_per_thread(c: &ConvSpec) -> usize {
+    let tiles = c.w_out() / 2;
+    XI * tiles * BLOCK * (c.cin.div_ceil(BLOCK) + 1)
+}
+
+/// `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]` (one dimension of `Bᵀ d B`).
+fn bt(e: &mut Emit<'_, '_>, d: [Value; 4]) -> [Value; 4] {
+    let s = &mut e.b;
+    [
+        s.ins().fsub(d[0], d[2]),
+        s.ins().fadd(d[1], d[2]),
+        s.ins().fsub(d[2], d[1]),
+        s.ins().fsub(d[1], d[3]),
+    ]
+}
+
+/// `[m0 + m1 + m2, m1 − m2 − m3]` (one dimension of `Aᵀ M A`).
+fn at(e: &mut Emit<'_, '_>, m: [Value; 4]) -> [Value; 2] {
+    let s = &mut e.b;
+    let a = s.ins().fadd(m[0], m[1]);
+    let a = s.ins().fadd(a, m[2]);
+    let b = s.ins().fsub(m[1], m[2]);
+    let b = s.ins().fsub(b, m[3]);
+    [a, b]
+}
+
+/// The kernel: parameters `(input, weights, output, addend, tile row, scratch, -)`.
+pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
+    let (inp, w, out, res, ty, scr) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+    let ins = ActShape::new(c.cin, c.h_in, c.w_in);
+    let hr = c.out_shape();
+    let ocb = c.cout.div_ceil(BLOCK);
+    let n_icb = c.cin.div_ceil(BLOCK);
+    let last_ic = c.cin - (n_icb - 1) * BLOCK;
+    let full_icb = if last_ic == BLOCK { n_icb } else { n_icb - 1 };
+    let tiles = c.w_out() / 2;
+    let (in_rs, in_bs) = (ins.row_stride() as i64 * FS, ins.block_stride() as i64 * FS);
+    let hr_rs = hr.row_stride() as i64 * FS;
+    // V[ξ][icb][tile][16] and M[ξ][tile][16], in bytes.
+    let v_xi = (n_icb * tiles) as i64 * PX;
+    let v_ib = tiles as i64 * PX;
+    let m_base = e.offset(scr, XI as i64 * v_xi);
+    let m_xi = tiles as i64 * PX;
+
+    // 1. Input transform. Output rows 2ty, 2ty+1 read haloed input rows 2ty..2ty+3.
+    let row0 = e.b.ins().imul_imm_s(ty, 2 * in_rs);
+    let row0 = e.b.ins().iadd(inp, row0);
+    e.for_n(n_icb, |e, ib| {
+        let base = e.index(row0, ib, in_bs);
+        let vb = e.index(scr, ib, v_ib);
+        e.for_n(tiles, |e, tx| {
+            let pp = e.index(base, tx, 2 * PX);
+            let vp = e.index(vb, tx, PX);
+            for v in 0..4i64 {
+                let mut d = [[None::<Value>; 4]; 4];
+                for (r, row) in d.iter_mut().enumerate() {
+                    for (col, x) in row.iter_mut().enumerate() {
+                        *x = Some(e.load4(pp, r as i64 * in_rs + col as i64 * PX + v * 16));
+                    }
+                }
+                let d = d.map(|r| r.map(|x| x.expect("loaded")));
+                // Columns of each row, then rows of the result.
+                let t: Vec<[Value; 4]> = d.iter().map(|&r| bt(e, r)).collect();
+                for col in 0..4 {
+                    let u = bt(e, [t[0][col], t[1][col], t[2][col], t[3][col]]);
+                    for (r, &x) in u.iter().enumerate() {
+                        let xi = (r * 4 + col) as i64;
+                        e.store4(x, vp, xi * v_xi + v * 16);
+                    }
+                }
+            }
+        });
+    });
+
+    // 2. Per output block: 16 GEMMs, output transform, epilogue.
+    let w_ob = (XI * n_icb * BLOCK * BLOCK) as i64 * FS;
+    let w_xi = (n_icb * BLOCK * BLOCK) as i64 * FS;
+    let wbody = e.offset(w, (ocb * BLOCK) as i64 * FS);
+    let f = 1i64 << c.up;
+    e.for_n(ocb, |e, ob| {
+        let wob = e.index(wbody, ob, w_ob);
+        e.for_n(XI, |e, xi| {
+            let wx = e.index(wob, xi, w_xi);
+            let vx = e.index(scr, xi, v_xi);
+            let mx = e.index(m_base, xi, m_xi);
+            let strips = tiles / PIXELS;
+            let g = Gemm {
+                v_ib,
+                full_icb,
+                last_ic,
+            };
+            e.for_n(strips, |e, s| {
+                let t0 = e.b.ins().imul_imm_s(s, PIXELS as i64 * PX);
+                let a = e.b.ins().iadd(vx, t0);
+                let m = e.b.ins().iadd(mx, t0);
+                gemm(e, &g, PIXELS, a, wx, m);
+            });
+            let rem = tiles % PIXELS;
+            if rem > 0 {
+                let t0 = (strips * PIXELS) as i64 * PX;
+                let a = e.offset(vx, t0);
+                let m = e.offset(mx, t0);
+                gemm(e, &g, rem, a, wx, m);
+            }
+        });
+        // Output transform and epilogue.
+        let bias_p = e.index(w, ob, PX);
+        let bias: Vec<Value> = (0..4).map(|v| e.load4(bias_p, v * 16)).collect();
+        let out_blk = block_base(e, out, ob, hr);
+        // Row 2ty (upsampled) at interior column 0.
+        let yh = e.b.ins().imul_imm_s(ty, 2 * f * hr_rs);
+        let o_row = e.b.ins().iadd(out_blk, yh);
+        let o_row = e.offset(o_row, hr_rs + PX);
+        let r_row = if c.add {
+            let r = block_base(e, res, ob, hr);
+            let r = e.b.ins().iadd(r, yh);
+            Some(e.offset(r, hr_rs + PX))
+        } else {
+            None
+        };
+        e.for_n(tiles, |e, tx| {
+            let mp = e.index(m_base, tx, PX);
+            let ox = e.b.ins().imul_imm_s(tx, 2 * f * PX);
+            let o = e.b.ins().iadd(o_row, ox);
+            let r = r_row.map(|r| e.b.ins().iadd(r, ox));
+            for v in 0..4usize {
+                let m: Vec<Value> = (0..XI)
+                    .map(|xi| e.load4(mp, xi as i64 * m_xi + v as i64 * 16))
+                    .collect();
+                // Aᵀ over rows (for each column), then over columns.
+                let cols: Vec<[Value; 2]> = (0..4)
+                    .map(|col| at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]]))
+                    .collect();
+                for dy in 0..2 {
+                    let y = at(e, [cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
+                    for (dx, &yv) in y.iter().enumerate() {
+                        let s = e.b.ins().fadd(yv, bias[v]);
+                        let off = dy as i64 * f * hr_rs + dx as i64 * f * PX + v as i64 * 16;
+                        e.put(c, hr_rs, s, o, r, off);
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Constants of one ξ's GEMM.
+struct Gemm {
+    /// Bytes between input blocks of `V`.
+    v_ib: i64,
+    full_icb: usize,
+    last_ic: usize,
+}
+
+/// `np` tiles from `a` (`V_ξ`, tiles 64 bytes apart) times `w` (`U_ξ` of one output block)
+/// into `m` (`M_ξ`).
+fn gemm(e: &mut Emit<'_, '_>, g: &Gemm, np: usize, a: Value, w: Value, m: Value) {
+    let accs: Vec<Variable> = (0..np * 4)
+        .map(|_| {
+            let v = e.b.declare_var(F4);
+            let z = e.zero();
+            e.b.def_var(v, z);
+            v
+        })
+        .collect();
+    let w_ib = (BLOCK * BLOCK) as i64 * FS;
+    let body = |e: &mut Emit<'_, '_>, ap: Value, wp: Value, nic: usize| {
+        for i in 0..nic {
+            let wo = (i * BLOCK) as i64 * FS;
+            let wv: Vec<Value> = (0..4).map(|v| e.load4(wp, wo + v * 16)).collect();
+            for pi in 0..np {
+                let s = e.b.ins().load(
+                    cranelift_codegen::ir::types::F32,
+                    super::gen::flags(),
+                    ap,
+                    (pi as i64 * PX + i as i64 * FS) as i32,
+                );
+                let bc = e.b.ins().splat(F4, s);
+                for (v, &wvv) in wv.iter().enumerate() {
+                    let acc = accs[pi * 4 + v];
+                    let x = e.b.use_var(acc);
+                    let n = e.fma(bc, wvv, x);
+                    e.b.def_var(acc, n);
+                }
+            }
+        }
+    };
+    e.for_n(g.full_icb, |e, ib| {
+        let ap = e.index(a, ib, g.v_ib);
+        let wp = e.index(w, ib, w_ib);
+        body(e, ap, wp, BLOCK);
+    });
+    if g.last_ic < BLOCK {
+        let ap = e.offset(a, g.full_icb as i64 * g.v_ib);
+        let wp = e.offset(w, g.full_icb as i64 * w_ib);
+        body(e, ap, wp, g.last_ic);
+    }
+    for pi in 0..np {
+        for v in 0..4 {
+            let x = e.b.use_var(accs[pi * 4 + v]);
+            e.store4(x, m, pi as i64 * PX + v as i64 * 16);
+        }
+    }
+}

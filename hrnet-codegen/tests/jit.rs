@@ -1,0 +1,249 @@
+//! The cranelift JIT against PyTorch (every fixture), against the plan executed with
+//! hrnet-runtime's kernels and against the reference interpreter (every shipped pose config,
+//! seeded random weights, reduced input size), at 1 and 2 threads, with cranelift's verifier
+//! on. Tolerance everywhere: max |out − expected| ≤ 1e-4 · max |expected|.
+
+use hrnet_codegen::jit::{JitModel, JitOptions, JitRunError};
+use hrnet_codegen::{driver, exec, plan};
+use hrnet_ir::interp;
+use hrnet_runtime::model::{self, RunError};
+use hrnet_runtime::npy;
+use hrnet_runtime::weights::{self, BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
+use std::path::{Path, PathBuf};
+
+const TOLERANCE: f32 = 1e-4;
+/// The verifier on, Winograd where it applies (the default algorithms).
+const VERIFY: JitOptions = JitOptions {
+    verify: true,
+    winograd: true,
+};
+/// The verifier on, every conv direct (covers the direct kernel on 3×3 stride-1 shapes).
+const DIRECT: JitOptions = JitOptions {
+    verify: true,
+    winograd: false,
+};
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.yaml").exists() && p.join("expected.npy").exists())
+        .collect();
+    v.sort();
+    assert!(v.len() >= 2, "fixtures missing");
+    v
+}
+
+/// Asserts `got` is within tolerance of `expected`; returns the relative error.
+fn close(what: &str, got: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let max = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(max > 0.0, "{what}: expected output is all zeros");
+    let diff = got
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff.is_finite() && diff <= TOLERANCE * max,
+        "{what}: max diff {diff} > {TOLERANCE} x {max}"
+    );
+    diff / max
+}
+
+#[test]
+fn every_fixture_matches_pytorch_at_1_and_2_threads() {
+    for (dir, opts) in fixtures()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), VERIFY), (d, DIRECT)])
+    {
+        let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
+        let p = plan::plan(&opt).unwrap();
+        let jit = JitModel::compile_with(&p, opts).unwrap();
+        let stats = jit.compile_stats();
+        assert!(stats.functions > 0 && stats.functions < stats.calls);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(stats.fma, std::arch::is_x86_feature_detected!("fma"));
+        let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+        let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
+        let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
+        let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+        for threads in [1, 2] {
+            let mut scratch = jit.scratch(threads);
+            let mut out = vec![f32::NAN; p.outputs[0].len()];
+            // Twice: the second run starts from a dirty arena.
+            for run in 0..2 {
+                jit.run(&packed, &input, &mut [&mut out], &mut scratch)
+                    .unwrap();
+                let what = format!("{} {opts:?} {threads}t run {run}", dir.display());
+                let rel = close(&what, &out, &expected);
+                eprintln!("{what}: {rel:.2e}");
+            }
+        }
+    }
+}
+
+/// A deterministic generator (xorshift64*), uniform in `[lo, hi)`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let u = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+}
+
+/// Seeded random weights for every tensor the plan binds: weights scaled by fan-in, BatchNorm
+/// statistics around identity with a positive variance.
+fn random_checkpoint(p: &plan::Plan, seed: u64) -> Checkpoint {
+    let mut rng = Rng(seed | 1);
+    let tensors = model::tensor_specs(&p.conv_params())
+        .into_iter()
+        .map(|s| {
+            let n: usize = s.shape.iter().product();
+            let data: Vec<f32> = if s.name.ends_with("running_var") {
+                (0..n).map(|_| rng.next(0.5, 1.5)).collect()
+            } else if s.shape.len() == 4 {
+                let a = (3.0 / (s.shape[1] * s.shape[2] * s.shape[3]) as f32).sqrt();
+                (0..n).map(|_| rng.next(-a, a)).collect()
+            } else if s.name.ends_with("bn1.weight")
+                || s.name.ends_with("bn2.weight")
+                || s.name.ends_with("bn3.weight")
+                || (s.name.ends_with(".weight") && !s.name.contains("conv"))
+            {
+                (0..n).map(|_| rng.next(0.5, 1.5)).collect()
+            } else {
+                (0..n).map(|_| rng.next(-0.2, 0.2)).collect()
+            };
+            let t = Tensor {
+                shape: s.shape,
+                dtype: DType::F32,
+                data: TensorData::F32(data),
+            };
+            (s.name, t)
+        })
+        .collect();
+    Checkpoint::new(Format::Safetensors, false, tensors).unwrap()
+}
+
+/// Lowers `path` at `hw` input pixels and runs every pass, verifying after each.
+fn optimized_at(path: &Path, hw: (usize, usize)) -> hrnet_ir::Graph {
+    let mut net = hrnet_ir::front::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    net.input_hw = hw;
+    let mut g = hrnet_ir::lower::lower(&net);
+    let all: Vec<_> = hrnet_ir::passes::PASSES.iter().collect();
+    hrnet_ir::passes::run(&mut g, &all, true, |_, _| {}).unwrap();
+    g
+}
+
+#[test]
+fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(data_dir().join("configs/pose"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    configs.sort();
+    assert!(configs.len() >= 7, "pose configs missing");
+    for (n, path) in configs.iter().enumerate() {
+        let g = optimized_at(path, (64, 64));
+        let p = plan::plan(&g).unwrap();
+        let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+        let ckpt = random_checkpoint(&p, 0x9e37_79b9 + n as u64);
+        let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+        let rt_packed = model::pack_weights(
+            &ckpt,
+            &p.conv_params(),
+            p.packed_len,
+            BindOptions::default(),
+        )
+        .unwrap();
+        let mut rng = Rng(n as u64 + 7);
+        let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
+        let mut expected = vec![0f32; p.outputs[0].len()];
+        let mut ex_scratch = p.scratch(1);
+        exec::execute(
+            &p,
+            &rt_packed,
+            &input,
+            &mut [&mut expected],
+            &mut ex_scratch,
+        )
+        .unwrap();
+        for threads in [1, 2] {
+            let mut scratch = jit.scratch(threads);
+            let mut out = vec![f32::NAN; p.outputs[0].len()];
+            jit.run(&packed, &input, &mut [&mut out], &mut scratch)
+                .unwrap();
+            let rel = close(&format!("{} {threads}t", path.display()), &out, &expected);
+            eprintln!(
+                "{}: jit vs plan {threads} threads: {rel:.2e}",
+                path.display()
+            );
+        }
+        // The reference interpreter on the smallest network (it is naive and slow).
+        if n == 0 {
+            let w = driver::reference_weights(&ckpt, &g, BindOptions::default()).unwrap();
+            let reference = interp::run(&g, &w, &input).unwrap();
+            let mut out = vec![0f32; p.outputs[0].len()];
+            jit.run(&packed, &input, &mut [&mut out], &mut jit.scratch(1))
+                .unwrap();
+            let rel = close(
+                &format!("{} reference", path.display()),
+                &out,
+                &reference[0],
+            );
+            eprintln!("{}: jit vs reference: {rel:.2e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn bad_buffers_are_errors() {
+    let dir = data_dir().join("tiny_pose");
+    let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
+    let p = plan::plan(&opt).unwrap();
+    let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+    let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
+    let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+    let input = vec![0f32; p.input.len()];
+    let mut out = vec![0f32; p.outputs[0].len()];
+    let mut scratch = jit.scratch(1);
+
+    let r = jit.run(&packed, &input[1..], &mut [&mut out], &mut scratch);
+    assert!(
+        matches!(r, Err(JitRunError::Run(RunError::Input { .. }))),
+        "{r:?}"
+    );
+    let mut short = vec![0f32; out.len() - 1];
+    let r = jit.run(&packed, &input, &mut [&mut short], &mut scratch);
+    assert!(
+        matches!(r, Err(JitRunError::Run(RunError::Output { .. }))),
+        "{r:?}"
+    );
+    let r = jit.run(&packed[1..], &input, &mut [&mut out], &mut scratch);
+    assert!(matches!(r, Err(JitRunError::Weights { .. })), "{r:?}");
+    let mut wrong = jit.scratch(1);
+    wrong.arena.push(0.0);
+    let r = jit.run(&packed, &input, &mut [&mut out], &mut wrong);
+    assert!(
+        matches!(r, Err(JitRunError::Run(RunError::Scratch { .. }))),
+        "{r:?}"
+    );
+
+    // Strict binding: a checkpoint missing a tensor is an error naming it.
+    let missing: Vec<(String, Tensor)> = ckpt
+        .iter()
+        .filter(|(n, _)| *n != "final_layer.bias")
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
+    let missing = Checkpoint::new(Format::Safetensors, false, missing).unwrap();
+    let e = jit.pack(&missing, BindOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("final_layer.bias"), "{e}");
+}
