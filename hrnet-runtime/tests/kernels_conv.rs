@@ -410,3 +410,23 @@ fn isa_selection() {
         }
     }
 }
+
+#[test]
+fn invalid_specs_are_refused_before_any_memory_access() {
+    let ctx = Ctx::with_isa(1, Isa::Portable);
+    let ok = ConvSpec::new(8, 8, 4, 4, 3, 1, 1);
+    let mut bad_pad = ok;
+    bad_pad.pad = 2;
+    let mut bad_wino = ConvSpec::new(8, 8, 4, 4, 1, 1, 0);
+    bad_wino.algo = Algo::Winograd4;
+    for spec in [bad_pad, bad_wino] {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let x = vec![0.0; spec.in_shape().len()];
+            let p = vec![0.0; spec.packed_len()];
+            let mut y = vec![0.0; spec.out_shape().len()];
+            let mut s = vec![0.0; spec.scratch_len(1)];
+            conv(&ctx, &spec, &x, &p, &mut y, Epilogue::plain(false), &mut s);
+        }));
+        assert!(r.is_err(), "{spec:?} was accepted");
+    }
+}

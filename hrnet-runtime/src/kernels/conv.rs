@@ -54,7 +54,7 @@ impl ConvSpec {
     /// A convolution with the algorithm picked by [`ConvSpec::default_algo`].
     ///
     /// # Panics
-    /// If the shape is unsupported (padding > 1, zero sizes, stride 0, empty output).
+    /// If the shape is unsupported (see [`ConvSpec::validate`]).
     pub const fn new(
         cin: usize,
         cout: usize,
@@ -64,15 +64,6 @@ impl ConvSpec {
         stride: usize,
         pad: usize,
     ) -> ConvSpec {
-        assert!(
-            cin > 0 && cout > 0 && k > 0 && stride > 0,
-            "ConvSpec: zero size"
-        );
-        assert!(pad <= super::HALO, "ConvSpec: padding > 1 is not supported");
-        assert!(
-            h_in + 2 * pad >= k && w_in + 2 * pad >= k,
-            "ConvSpec: kernel larger than input"
-        );
         let mut s = ConvSpec {
             cin,
             cout,
@@ -83,8 +74,35 @@ impl ConvSpec {
             pad,
             algo: Algo::Direct,
         };
+        s.validate();
         s.algo = s.default_algo();
         s
+    }
+
+    /// Panics unless the spec is one the kernels support: non-zero sizes, kernel ≤ 9×9 and
+    /// not larger than the padded input, padding ≤ [`super::HALO`], Winograd only for 3×3
+    /// stride-1 padding-1 convs. [`conv`] calls it too, since the fields are public.
+    pub const fn validate(&self) {
+        assert!(self.cin > 0 && self.cout > 0, "ConvSpec: zero channels");
+        assert!(self.h_in > 0 && self.w_in > 0, "ConvSpec: empty input");
+        assert!(
+            self.k > 0 && self.k <= 9 && self.stride > 0,
+            "ConvSpec: kernel or stride"
+        );
+        assert!(
+            self.pad <= super::HALO,
+            "ConvSpec: padding > 1 is not supported"
+        );
+        assert!(
+            self.h_in + 2 * self.pad >= self.k && self.w_in + 2 * self.pad >= self.k,
+            "ConvSpec: kernel larger than the padded input"
+        );
+        if !matches!(self.algo, Algo::Direct) {
+            assert!(
+                self.is_winograd_shape(),
+                "Winograd needs a 3x3 stride-1 padding-1 conv"
+            );
+        }
     }
 
     /// The same convolution with another algorithm.
@@ -349,6 +367,7 @@ pub fn conv(
     epi: Epilogue<'_>,
     scratch: &mut [f32],
 ) {
+    spec.validate();
     let ins = spec.in_shape();
     let os = spec.out_shape();
     let u = epi.upsample_log2;
@@ -698,7 +717,6 @@ fn direct_task_portable(j: &DirectJob, t: usize) {
 fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) {
     let ins = spec.in_shape();
     let k = spec.k;
-    assert!(k * k <= 81, "direct conv: kernel larger than 9x9");
     let mut taps = [0usize; 81];
     for ky in 0..k {
         for kx in 0..k {
