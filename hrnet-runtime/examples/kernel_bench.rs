@@ -94,8 +94,9 @@ fn thread_cpu() -> f64 {
 
 /// Per-call time in seconds: the median over `reps` batches of ~`budget` of the calling
 /// thread's CPU time (see [`thread_cpu`]; with 2 threads the caller spins while it waits, so
-/// this is the wall time minus the caller's preemption), and the median wall time.
-fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> (f64, f64) {
+/// this is the wall time minus the caller's preemption), the median wall time, and the minimum
+/// CPU time (least disturbed by other processes sharing the caches).
+fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> (f64, f64, f64) {
     f();
     let t = Instant::now();
     f();
@@ -112,7 +113,8 @@ fn time_it(mut f: impl FnMut(), budget: Duration, reps: usize) -> (f64, f64) {
             (c / iters as f64, t.elapsed().as_secs_f64() / iters as f64)
         })
         .unzip();
-    (median(&mut cpu), median(&mut wall))
+    let min = cpu.iter().cloned().fold(f64::INFINITY, f64::min);
+    (median(&mut cpu), median(&mut wall), min)
 }
 
 /// `--hot`: reuse one copy of the weights (cache-resident, optimistic).
@@ -120,7 +122,13 @@ fn hot_weights() -> bool {
     std::env::args().any(|a| a == "--hot")
 }
 
-fn bench_conv(ctx: &Ctx, spec: &ConvSpec, up: u32, budget: Duration, reps: usize) -> (f64, f64) {
+fn bench_conv(
+    ctx: &Ctx,
+    spec: &ConvSpec,
+    up: u32,
+    budget: Duration,
+    reps: usize,
+) -> (f64, f64, f64) {
     let ins = spec.in_shape();
     let os = spec.out_shape();
     let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
@@ -229,8 +237,8 @@ fn main() {
         );
     }
 
-    // [threads][cpu-time based, wall-time based]
-    let mut totals = [[0.0f64; 2]; 2];
+    // [threads][cpu-time based, wall-time based, min cpu-time based]
+    let mut totals = [[0.0f64; 3]; 2];
     for threads in [1usize, 2] {
         let ctx = Ctx::new(threads);
         println!("\n== {threads} thread(s); times per call in us (caller CPU time, median) ==");
@@ -254,7 +262,7 @@ fn main() {
                 continue;
             }
             let flops = 2.0 * sh.spec.macs() as f64;
-            let nan = (f64::NAN, f64::NAN);
+            let nan = (f64::NAN, f64::NAN, f64::NAN);
             let d = bench_conv(&ctx, &sh.spec.with_algo(Algo::Direct), sh.up, budget, reps);
             let wino = |algo| {
                 if sh.spec.is_winograd_shape() {
@@ -274,6 +282,7 @@ fn main() {
             };
             totals[threads - 1][0] += chosen.0 * sh.count as f64;
             totals[threads - 1][1] += chosen.1 * sh.count as f64;
+            totals[threads - 1][2] += chosen.2 * sh.count as f64;
             let us = |t: f64| {
                 if t.is_finite() {
                     format!("{:.1}", t * 1e6)
@@ -301,8 +310,9 @@ fn main() {
     println!();
     for (t, goal) in [(1usize, 115.0), (2, 55.0)] {
         println!(
-            "estimated W32 conv time, {t} thread(s), default algorithms: {:.1} ms (caller CPU time; {:.1} ms wall); goal {goal} ms; {:.0} effective GFLOP/s",
+            "estimated W32 conv time, {t} thread(s), default algorithms: {:.1} ms (caller CPU time, median; min {:.1} ms; wall {:.1} ms); goal {goal} ms; {:.0} effective GFLOP/s",
             totals[t - 1][0] * 1e3,
+            totals[t - 1][2] * 1e3,
             totals[t - 1][1] * 1e3,
             2.0 * macs as f64 / totals[t - 1][0] * 1e-9
         );

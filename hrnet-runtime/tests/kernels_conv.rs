@@ -177,6 +177,7 @@ fn direct_1x1_all_epilogues() {
         let s = ConvSpec::new(cin, cout, h, w, 1, 1, 0);
         let err = check(s, &ALL_EPIS, i as u64 + 1);
         assert!(err < DIRECT_TOL, "1x1 {cin}->{cout} {h}x{w}: {err:e}");
+        eprintln!("direct 1x1 {cin}->{cout} {h}x{w}: relative error {err:e}");
     }
 }
 
@@ -198,6 +199,7 @@ fn direct_3x3_s2() {
             10 + i as u64,
         );
         assert!(err < DIRECT_TOL, "3x3 s2 {cin}->{cout} {h}x{w}: {err:e}");
+        eprintln!("direct 3x3 s2 {cin}->{cout} {h}x{w}: relative error {err:e}");
     }
 }
 
@@ -214,6 +216,7 @@ fn direct_3x3_s1() {
             20 + i as u64,
         );
         assert!(err < DIRECT_TOL, "3x3 s1 {cin}->{cout} {h}x{w}: {err:e}");
+        eprintln!("direct 3x3 s1 {cin}->{cout} {h}x{w}: relative error {err:e}");
     }
 }
 
@@ -234,6 +237,10 @@ fn direct_generic_kernels() {
     for (i, s) in specs.into_iter().enumerate() {
         let err = check(s, &[Epi::Plain, Epi::Residual], 30 + i as u64);
         assert!(err < DIRECT_TOL, "{s:?}: {err:e}");
+        eprintln!(
+            "direct {}x{} s{} p{} {}->{}: relative error {err:e}",
+            s.k, s.k, s.stride, s.pad, s.cin, s.cout
+        );
     }
 }
 
