@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not UTF-8.
     #[error("{path}: not a text file (invalid UTF-8)")]
@@ -23,12 +23,12 @@ pub enum DriverError {
         path: PathBuf,
     },
     /// The config is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Config {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        source: BuildError,
+        error: BuildError,
     },
     /// A pass broke the graph (a compiler bug).
     #[error(transparent)]
@@ -37,14 +37,14 @@ pub enum DriverError {
 
 /// Reads and lowers `path`.
 pub fn load_config(path: &Path) -> Result<(Network, Graph), DriverError> {
-    let bytes = std::fs::read(path).map_err(|source| DriverError::Read {
+    let bytes = std::fs::read(path).map_err(|error| DriverError::Read {
         path: path.into(),
-        source,
+        error,
     })?;
     let src = String::from_utf8(bytes).map_err(|_| DriverError::NotText { path: path.into() })?;
-    hrnet_ir::build(&src).map_err(|source| DriverError::Config {
+    hrnet_ir::build(&src).map_err(|error| DriverError::Config {
         path: path.into(),
-        source,
+        error,
     })
 }
 
@@ -93,4 +93,50 @@ pub fn reference_weights(
         .map(|s| s.name)
         .zip(bound.into_vec())
         .collect())
+}
+
+/// Seeded random weights shaped like a trained network's (Kaiming-scaled convs, BatchNorm
+/// statistics near 0 and 1), as a safetensors file's bytes: for benchmarks without a
+/// checkpoint and for tests.
+pub fn random_checkpoint(specs: &[hrnet_runtime::weights::TensorSpec], seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let data: Vec<Vec<u8>> = specs
+        .iter()
+        .map(|t| {
+            let n: usize = t.shape.iter().product();
+            let fan_in: usize = t.shape.iter().skip(1).product::<usize>().max(1);
+            (0..n)
+                .map(|_| {
+                    let u = next();
+                    if t.name.ends_with("running_var") {
+                        0.5 + u
+                    } else if t.shape.len() == 4 {
+                        (u - 0.5) * (6.0 / fan_in as f32).sqrt() * 2.0
+                    } else if t.name.ends_with(".weight") {
+                        0.5 + u
+                    } else {
+                        (u - 0.5) * 0.2
+                    }
+                })
+                .flat_map(f32::to_le_bytes)
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = specs
+        .iter()
+        .zip(&data)
+        .map(|(t, d)| {
+            let v =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), d)
+                    .expect("length matches shape");
+            (t.name.clone(), v)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serializing in memory cannot fail")
 }

@@ -158,6 +158,17 @@ pub struct Plan {
     pub scratch_per_thread: usize,
     /// Total packed-weight floats.
     pub packed_len: usize,
+    /// For each step: where in the network it belongs and what IR node it computes.
+    pub notes: Vec<StepNote>,
+}
+
+/// Provenance of a step, for comments and function names in generated code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepNote {
+    /// Section of the network: `stem`, `layer1`, `transition2`, `stage3_m0`, `head`.
+    pub group: String,
+    /// The IR node it computes, as the IR printer shows it.
+    pub text: String,
 }
 
 /// Why a graph cannot be planned.
@@ -183,6 +194,7 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
         g,
         values: Vec::new(),
         steps: Vec::new(),
+        notes: Vec::new(),
         convs: Vec::new(),
         of: HashMap::new(),
         at: HashMap::new(),
@@ -219,6 +231,50 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
     }
 
     for (step, &n) in order.iter().enumerate() {
+        b.visit(n, step, &deferred, &mut outputs)?;
+        let node = g.node(n);
+        let text = format!(
+            "{}: {} : {}",
+            node.name,
+            hrnet_ir::print::op_text(&node.op),
+            node.shape
+        );
+        while b.notes.len() < b.steps.len() {
+            b.notes.push(StepNote {
+                group: group_of(&node.place),
+                text: text.clone(),
+            });
+        }
+    }
+    outputs.sort_by_key(|o| o.0);
+    finish(b, input, outputs)
+}
+
+/// Name of the section a place belongs to.
+fn group_of(p: &hrnet_ir::ir::Place) -> String {
+    use hrnet_ir::ir::Place;
+    match *p {
+        Place::Stem => "stem".into(),
+        Place::Layer1 { .. } => "layer1".into(),
+        Place::Transition { stage, .. } => format!("transition{}", stage - 1),
+        Place::Block { stage, module, .. } | Place::Fuse { stage, module, .. } => {
+            format!("stage{stage}_m{module}")
+        }
+        Place::Head => "head".into(),
+    }
+}
+
+impl Builder<'_> {
+    /// Emits the steps of IR node `n`, which executes at schedule position `step`.
+    fn visit(
+        &mut self,
+        n: NodeId,
+        step: usize,
+        deferred: &dyn Fn(NodeId) -> bool,
+        outputs: &mut Vec<(usize, Shape)>,
+    ) -> Result<(), PlanError> {
+        let b = self;
+        let g = b.g;
         let node = g.node(n);
         let ops = g.operands(n);
         match &node.op {
@@ -228,7 +284,7 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
             }
             Op::Conv(c) => {
                 if deferred(n) {
-                    continue;
+                    return Ok(());
                 }
                 let src = b.value(ops[0])?;
                 let layer = b.layer(n, c)?;
@@ -359,8 +415,11 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
                 )));
             }
         }
+        Ok(())
     }
-    outputs.sort_by_key(|o| o.0);
+}
+
+fn finish(b: Builder<'_>, input: Shape, outputs: Vec<(usize, Shape)>) -> Result<Plan, PlanError> {
     let (arena_len, offsets) = allocate(&b.values, &b.steps);
     let mut values = b.values;
     for v in &mut values {
@@ -377,7 +436,7 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
         .last()
         .map_or(0, |c| c.packed_offset + c.spec.packed_len());
     Ok(Plan {
-        name: g.name.clone(),
+        name: b.g.name.clone(),
         input,
         outputs: outputs.into_iter().map(|o| o.1).collect(),
         values,
@@ -386,6 +445,7 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
         arena_len,
         scratch_per_thread,
         packed_len,
+        notes: b.notes,
     })
 }
 
@@ -393,6 +453,7 @@ struct Builder<'g> {
     g: &'g Graph,
     values: Vec<PlanValue>,
     steps: Vec<Step>,
+    notes: Vec<StepNote>,
     convs: Vec<ConvLayer>,
     /// The plan value holding each IR node's result.
     of: HashMap<NodeId, ValueId>,

@@ -25,6 +25,21 @@ pub struct ConvParams<'a> {
     pub packed_offset: usize,
 }
 
+impl<'a> ConvParams<'a> {
+    /// All fields, in declaration order (for tables in generated code).
+    pub const fn new(key: &'a str, bias: bool, bn: Option<&'a str>, spec: ConvSpec, packed_offset: usize) -> Self {
+        ConvParams { key, bias, bn, spec, packed_offset }
+    }
+
+    /// This conv's slice of the packed weight buffer.
+    ///
+    /// # Panics
+    /// If `packed` is shorter than the model's packed length.
+    pub fn packed<'w>(&self, packed: &'w [f32]) -> &'w [f32] {
+        &packed[self.packed_offset..self.packed_offset + self.spec.packed_len()]
+    }
+}
+
 /// Every checkpoint tensor the convolutions need, in order.
 pub fn tensor_specs(convs: &[ConvParams<'_>]) -> Vec<TensorSpec> {
     let mut v = Vec::new();
