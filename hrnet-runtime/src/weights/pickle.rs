@@ -784,7 +784,7 @@ impl<'a> Machine<'a> {
     }
 
     fn dict_from(&mut self, target: Item, parts: Vec<Item>) -> Result<Item, PickleError> {
-        if parts.len() % 2 != 0 {
+        if parts.len() % 2 == 1 {
             return Err(self.err(invalid("odd number of items for a dict")));
         }
         let mut target = target;
