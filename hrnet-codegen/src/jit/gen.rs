@@ -8,7 +8,7 @@
 //! | kernel        | a       | b        | c       | d        | e      | f    | g    |
 //! |---------------|---------|----------|---------|----------|--------|------|------|
 //! | `Conv`        | input   | weights  | output  | addend   | block  | row0 | row1 |
-//! | `Wino`        | input   | weights  | output  | addend   | tiles  | tmp  |      |
+//! | `Wino`        | input   | weights  | output  | addend   | tiles  | tmp  | obs  |
 //! | `Add`         | a       | b        | output  |          | block  |      |      |
 //! | `AddUp`       | acc     | low      |         |          | block  |      |      |
 //! | `Copy`        | source  |          | output  |          | block  |      |      |
@@ -44,8 +44,8 @@ pub(crate) enum Kernel {
     /// Direct convolution of output block `e`, conv-resolution rows `f..g`, with the fused
     /// epilogue `out = relu?(addend? + up(conv + bias))`.
     Conv(ConvKernel),
-    /// Winograd F(2×2, 3×3) convolution of tile row `e` (all output blocks) with per-thread
-    /// scratch `f`, same epilogue (see [`super::wino`]).
+    /// Winograd F(2×2, 3×3) convolution of tile-row group `e` and output-block chunk `g`
+    /// with per-thread scratch `f`, same epilogue (see [`super::wino`]).
     Wino(ConvKernel),
     /// `out = relu?(a + b)` over one whole block (halo included: zero + zero stays zero).
     Add {

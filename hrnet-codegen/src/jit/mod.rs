@@ -134,8 +134,9 @@ enum Tasks {
         rows: usize,
         h: usize,
     },
-    /// One task per row of Winograd tiles, each with its thread's scratch.
-    Tiles(usize),
+    /// `groups × ob_chunks` Winograd tasks (tile-row group `t / ob_chunks`, output-block
+    /// chunk `t % ob_chunks`), each with its thread's scratch.
+    Tiles { groups: usize, ob_chunks: usize },
 }
 
 /// One resolved kernel call.
@@ -315,8 +316,13 @@ impl JitModel {
                     let h = ck.h_out();
                     let args = [a(src), Ptr::Weights(offsets[layer]), a(dst), res];
                     if jit_convs[layer].winograd {
-                        scratch_per_thread = scratch_per_thread.max(wino::scratch_per_thread(&s));
-                        c.call(Kernel::Wino(ck), args, Tasks::Tiles(h / 2));
+                        scratch_per_thread = scratch_per_thread.max(wino::scratch_per_thread(&ck));
+                        let sp = wino::split(&ck);
+                        let tasks = Tasks::Tiles {
+                            groups: sp.groups,
+                            ob_chunks: sp.ob_chunks,
+                        };
+                        c.call(Kernel::Wino(ck), args, tasks);
                     } else {
                         let blocks = out.blocks();
                         let chunks = TASKS_PER_CONV.div_ceil(blocks).clamp(1, h);
@@ -564,11 +570,12 @@ impl JitModel {
                     // SAFETY: as above; each task writes only rows `r0..r1` of block `ob`.
                     unsafe { f(a, b, c, d, ob, r0, (r0 + rows).min(h)) }
                 }),
-                Tasks::Tiles(n) => pool.run(n, &|t, thread| {
-                    // SAFETY: as above; each task writes only its two output rows (all
-                    // blocks) and the scratch of the thread running it (`thread` <
-                    // `threads`, whose scratch was checked above).
-                    unsafe { f(a, b, c, d, t, tiles + thread * per_thread, 0) }
+                Tasks::Tiles { groups, ob_chunks } => pool.run(groups * ob_chunks, &|t, thread| {
+                    let scr = tiles + thread * per_thread;
+                    // SAFETY: as above; each task writes only its tile rows of its output
+                    // blocks, and the scratch of the thread running it (`thread <
+                    // threads`, the scratch length was checked above).
+                    unsafe { f(a, b, c, d, t / ob_chunks, scr, t % ob_chunks) }
                 }),
             }
         }

@@ -2,8 +2,11 @@
 //! output height and width are even (so every 2×2 tile is whole and its 4×4 input patch lies
 //! inside the haloed input).
 //!
-//! One task is one row of tiles (two output rows), all output blocks, in per-thread scratch:
-//! 1. input transform `V = Bᵀ d B` of every patch of the row, into `[ξ][icb][tile][16]`;
+//! One task is a group of [`Split::rows`] rows of tiles (two output rows each) and a range of
+//! [`Split::obs`] output blocks, in per-thread scratch (groups are large enough that the
+//! transformed weights, streamed once per task, serve at least ~24 tiles; small maps are split
+//! over output blocks instead, redoing the cheap input transform):
+//! 1. input transform `V = Bᵀ d B` of every patch of the group, into `[ξ][icb][tile][16]`;
 //! 2. per output block: for each of the 16 positions ξ, the GEMM
 //!    `M_ξ[tile][oc] = Σ_ic V_ξ[tile][ic] · U_ξ[ic][oc]` with the direct kernel's register
 //!    blocking (tiles in place of pixels), into `[ξ][tile][16]`; then the output transform
@@ -25,10 +28,47 @@ pub(crate) fn applies(s: &ConvSpec) -> bool {
     s.is_winograd_shape() && s.h_out() % 2 == 0 && s.w_out() % 2 == 0
 }
 
+/// Tiles a task should cover at least, so that its weights serve enough of them.
+const MIN_TILES: usize = 24;
+/// Tasks a conv should have at least (both cores busy, some dynamic balance).
+const MIN_TASKS: usize = 8;
+
+/// How a Winograd conv is cut into tasks: `groups × ob_chunks`, task `t` covering tile rows
+/// `rows · (t / ob_chunks)..` and output blocks `obs · (t % ob_chunks)..` (both clipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Split {
+    /// Tile rows per task.
+    pub rows: usize,
+    /// Tasks along tile rows.
+    pub groups: usize,
+    /// Output blocks per task.
+    pub obs: usize,
+    /// Tasks along output blocks.
+    pub ob_chunks: usize,
+    /// Tile slots per task in scratch (rounded up to whole strips).
+    pub slots: usize,
+}
+
+/// The task split of `c`.
+pub(crate) fn split(c: &ConvKernel) -> Split {
+    let (ty, tx) = (c.h_out() / 2, c.w_out() / 2);
+    let ocb = c.cout.div_ceil(BLOCK);
+    let rows = MIN_TILES.div_ceil(tx).clamp(1, ty);
+    let groups = ty.div_ceil(rows);
+    let ob_chunks = MIN_TASKS.div_ceil(groups).clamp(1, ocb);
+    let obs = ocb.div_ceil(ob_chunks);
+    Split {
+        rows,
+        groups,
+        obs,
+        ob_chunks: ocb.div_ceil(obs),
+        slots: (rows * tx).div_ceil(PIXELS) * PIXELS,
+    }
+}
+
 /// Scratch floats one thread needs for `c`: `V` then `M`.
-pub(crate) fn scratch_per_thread(c: &ConvSpec) -> usize {
-    let tiles = c.w_out() / 2;
-    XI * tiles * BLOCK * (c.cin.div_ceil(BLOCK) + 1)
+pub(crate) fn scratch_per_thread(c: &ConvKernel) -> usize {
+    XI * split(c).slots * BLOCK * (c.cin.div_ceil(BLOCK) + 1)
 }
 
 /// `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]` (one dimension of `Bᵀ d B`).
@@ -52,51 +92,71 @@ fn at(e: &mut Emit<'_, '_>, m: [Value; 4]) -> [Value; 2] {
     [a, b]
 }
 
-/// The kernel: parameters `(input, weights, output, addend, tile row, scratch, -)`.
+/// The kernel: parameters `(input, weights, output, addend, tile group, scratch, ob chunk)`.
 pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
-    let (inp, w, out, res, ty, scr) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+    let (inp, w, out, res, grp, scr, chunk) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+    let sp = split(c);
     let ins = ActShape::new(c.cin, c.h_in, c.w_in);
     let hr = c.out_shape();
     let ocb = c.cout.div_ceil(BLOCK);
     let n_icb = c.cin.div_ceil(BLOCK);
     let last_ic = c.cin - (n_icb - 1) * BLOCK;
     let full_icb = if last_ic == BLOCK { n_icb } else { n_icb - 1 };
-    let tiles = c.w_out() / 2;
+    let (n_ty, tx_n) = (c.h_out() / 2, c.w_out() / 2);
     let (in_rs, in_bs) = (ins.row_stride() as i64 * FS, ins.block_stride() as i64 * FS);
     let hr_rs = hr.row_stride() as i64 * FS;
-    // V[ξ][icb][tile][16] and M[ξ][tile][16], in bytes.
-    let v_xi = (n_icb * tiles) as i64 * PX;
-    let v_ib = tiles as i64 * PX;
+    // V[ξ][icb][slot][16] and M[ξ][slot][16], in bytes.
+    let v_ib = sp.slots as i64 * PX;
+    let v_xi = n_icb as i64 * v_ib;
     let m_base = e.offset(scr, XI as i64 * v_xi);
-    let m_xi = tiles as i64 * PX;
+    let m_xi = sp.slots as i64 * PX;
+
+    // This task's tile rows `ty0..ty1` and output blocks `ob0..ob1`.
+    let ty0 = e.b.ins().imul_imm_s(grp, sp.rows as i64);
+    let ty1 = e.b.ins().iadd_imm_s(ty0, sp.rows as i64);
+    let n_ty_v = e.iconst(n_ty as i64);
+    let ty1 = e.b.ins().smin(ty1, n_ty_v);
+    let ob0 = e.b.ins().imul_imm_s(chunk, sp.obs as i64);
+    let ob1 = e.b.ins().iadd_imm_s(ob0, sp.obs as i64);
+    let ocb_v = e.iconst(ocb as i64);
+    let ob1 = e.b.ins().smin(ob1, ocb_v);
+    // Tiles of the task, rounded up to whole strips (a padding slot is computed, never stored).
+    let nrows = e.b.ins().isub(ty1, ty0);
+    let ntiles = e.b.ins().imul_imm_s(nrows, tx_n as i64);
+    let nstrips = e.b.ins().iadd_imm_s(ntiles, PIXELS as i64 - 1);
+    let nstrips = e.b.ins().udiv_imm_u(nstrips, PIXELS as i64);
 
     // 1. Input transform. Output rows 2ty, 2ty+1 read haloed input rows 2ty..2ty+3.
-    let row0 = e.b.ins().imul_imm_s(ty, 2 * in_rs);
-    let row0 = e.b.ins().iadd(inp, row0);
     e.for_n(n_icb, |e, ib| {
-        let base = e.index(row0, ib, in_bs);
+        let blk = e.index(inp, ib, in_bs);
         let vb = e.index(scr, ib, v_ib);
-        e.for_n(tiles, |e, tx| {
-            let pp = e.index(base, tx, 2 * PX);
-            let vp = e.index(vb, tx, PX);
-            for v in 0..4i64 {
-                let mut d = [[None::<Value>; 4]; 4];
-                for (r, row) in d.iter_mut().enumerate() {
-                    for (col, x) in row.iter_mut().enumerate() {
-                        *x = Some(e.load4(pp, r as i64 * in_rs + col as i64 * PX + v * 16));
+        e.for_range(ty0, ty1, |e, ty| {
+            let row = e.index(blk, ty, 2 * in_rs);
+            let rel = e.b.ins().isub(ty, ty0);
+            let vrow = e.index(vb, rel, tx_n as i64 * PX);
+            e.for_n(tx_n, |e, tx| {
+                let pp = e.index(row, tx, 2 * PX);
+                let vp = e.index(vrow, tx, PX);
+                for v in 0..4i64 {
+                    let mut d = Vec::with_capacity(16);
+                    for r in 0..4i64 {
+                        for col in 0..4i64 {
+                            d.push(e.load4(pp, r * in_rs + col * PX + v * 16));
+                        }
+                    }
+                    // Along each row, then along each column of the result.
+                    let t: Vec<[Value; 4]> = (0..4)
+                        .map(|r| bt(e, [d[4 * r], d[4 * r + 1], d[4 * r + 2], d[4 * r + 3]]))
+                        .collect();
+                    for col in 0..4 {
+                        let u = bt(e, [t[0][col], t[1][col], t[2][col], t[3][col]]);
+                        for (r, &x) in u.iter().enumerate() {
+                            let xi = (r * 4 + col) as i64;
+                            e.store4(x, vp, xi * v_xi + v * 16);
+                        }
                     }
                 }
-                let d = d.map(|r| r.map(|x| x.expect("loaded")));
-                // Columns of each row, then rows of the result.
-                let t: Vec<[Value; 4]> = d.iter().map(|&r| bt(e, r)).collect();
-                for col in 0..4 {
-                    let u = bt(e, [t[0][col], t[1][col], t[2][col], t[3][col]]);
-                    for (r, &x) in u.iter().enumerate() {
-                        let xi = (r * 4 + col) as i64;
-                        e.store4(x, vp, xi * v_xi + v * 16);
-                    }
-                }
-            }
+            });
         });
     });
 
@@ -105,69 +165,68 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
     let w_xi = (n_icb * BLOCK * BLOCK) as i64 * FS;
     let wbody = e.offset(w, (ocb * BLOCK) as i64 * FS);
     let f = 1i64 << c.up;
-    e.for_n(ocb, |e, ob| {
+    let g = Gemm {
+        v_ib,
+        full_icb,
+        last_ic,
+    };
+    e.for_range(ob0, ob1, |e, ob| {
         let wob = e.index(wbody, ob, w_ob);
         e.for_n(XI, |e, xi| {
             let wx = e.index(wob, xi, w_xi);
             let vx = e.index(scr, xi, v_xi);
             let mx = e.index(m_base, xi, m_xi);
-            let strips = tiles / PIXELS;
-            let g = Gemm {
-                v_ib,
-                full_icb,
-                last_ic,
-            };
-            e.for_n(strips, |e, s| {
+            let zero = e.iconst(0);
+            e.for_range(zero, nstrips, |e, s| {
                 let t0 = e.b.ins().imul_imm_s(s, PIXELS as i64 * PX);
                 let a = e.b.ins().iadd(vx, t0);
                 let m = e.b.ins().iadd(mx, t0);
                 gemm(e, &g, PIXELS, a, wx, m);
             });
-            let rem = tiles % PIXELS;
-            if rem > 0 {
-                let t0 = (strips * PIXELS) as i64 * PX;
-                let a = e.offset(vx, t0);
-                let m = e.offset(mx, t0);
-                gemm(e, &g, rem, a, wx, m);
-            }
         });
         // Output transform and epilogue.
         let bias_p = e.index(w, ob, PX);
         let bias: Vec<Value> = (0..4).map(|v| e.load4(bias_p, v * 16)).collect();
         let out_blk = block_base(e, out, ob, hr);
-        // Row 2ty (upsampled) at interior column 0.
-        let yh = e.b.ins().imul_imm_s(ty, 2 * f * hr_rs);
-        let o_row = e.b.ins().iadd(out_blk, yh);
-        let o_row = e.offset(o_row, hr_rs + PX);
-        let r_row = if c.add {
-            let r = block_base(e, res, ob, hr);
-            let r = e.b.ins().iadd(r, yh);
-            Some(e.offset(r, hr_rs + PX))
+        let res_blk = if c.add {
+            Some(block_base(e, res, ob, hr))
         } else {
             None
         };
-        e.for_n(tiles, |e, tx| {
-            let mp = e.index(m_base, tx, PX);
-            let ox = e.b.ins().imul_imm_s(tx, 2 * f * PX);
-            let o = e.b.ins().iadd(o_row, ox);
-            let r = r_row.map(|r| e.b.ins().iadd(r, ox));
-            for v in 0..4usize {
-                let m: Vec<Value> = (0..XI)
-                    .map(|xi| e.load4(mp, xi as i64 * m_xi + v as i64 * 16))
-                    .collect();
-                // Aᵀ over rows (for each column), then over columns.
-                let cols: Vec<[Value; 2]> = (0..4)
-                    .map(|col| at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]]))
-                    .collect();
-                for dy in 0..2 {
-                    let y = at(e, [cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
-                    for (dx, &yv) in y.iter().enumerate() {
-                        let s = e.b.ins().fadd(yv, bias[v]);
-                        let off = dy as i64 * f * hr_rs + dx as i64 * f * PX + v as i64 * 16;
-                        e.put(c, hr_rs, s, o, r, off);
+        e.for_range(ty0, ty1, |e, ty| {
+            // Row 2ty (upsampled) at interior column 0.
+            let yh = e.b.ins().imul_imm_s(ty, 2 * f * hr_rs);
+            let o_row = e.b.ins().iadd(out_blk, yh);
+            let o_row = e.offset(o_row, hr_rs + PX);
+            let r_row = res_blk.map(|r| {
+                let r = e.b.ins().iadd(r, yh);
+                e.offset(r, hr_rs + PX)
+            });
+            let rel = e.b.ins().isub(ty, ty0);
+            let mrow = e.index(m_base, rel, tx_n as i64 * PX);
+            e.for_n(tx_n, |e, tx| {
+                let mp = e.index(mrow, tx, PX);
+                let ox = e.b.ins().imul_imm_s(tx, 2 * f * PX);
+                let o = e.b.ins().iadd(o_row, ox);
+                let r = r_row.map(|r| e.b.ins().iadd(r, ox));
+                for v in 0..4usize {
+                    let m: Vec<Value> = (0..XI)
+                        .map(|xi| e.load4(mp, xi as i64 * m_xi + v as i64 * 16))
+                        .collect();
+                    // Aᵀ along each column, then along each row of the result.
+                    let cols: Vec<[Value; 2]> = (0..4)
+                        .map(|col| at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]]))
+                        .collect();
+                    for dy in 0..2 {
+                        let y = at(e, [cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
+                        for (dx, &yv) in y.iter().enumerate() {
+                            let s = e.b.ins().fadd(yv, bias[v]);
+                            let off = dy as i64 * f * hr_rs + dx as i64 * f * PX + v as i64 * 16;
+                            e.put(c, hr_rs, s, o, r, off);
+                        }
                     }
                 }
-            }
+            });
         });
     });
 }
