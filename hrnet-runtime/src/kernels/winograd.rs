@@ -509,6 +509,8 @@ unsafe fn wino_output<V: Vf, const M: usize>(
     let a = M + 2;
     let (sb, nbg) = group(j.ocb, g);
     let (h, w) = (j.ins.h, j.ins.w);
+    // A local copy, so LLVM can keep its fields in registers across the stores.
+    let out = j.out;
     // SAFETY: reads stay in this thread's scratch; output pixels are clipped to the map and
     // belong to this task.
     unsafe {
@@ -522,9 +524,30 @@ unsafe fn wino_output<V: Vf, const M: usize>(
                     *v = V::load(ms.add(((xi * 4 + b) * TILE_GROUP + i) * BLOCK));
                 }
                 let y = output_tx::<V, M>(&mv);
-                for r in 0..M.min(h - oy) {
-                    for c in 0..M.min(w - ox) {
-                        j.out.put(sb + b, oy + r, ox + c, y[r * M + c]);
+                let (rows, cols) = (M.min(h - oy), M.min(w - ox));
+                if out.up == 0 {
+                    // Same arithmetic as `Out::put`, with addresses and flags hoisted.
+                    let bias = V::load(out.bias.add((sb + b) * BLOCK));
+                    let base = out.shape.pixel(sb + b, oy, ox);
+                    let rs = out.shape.row_stride();
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            let o = base + r * rs + c * BLOCK;
+                            let mut v = V::add(y[r * M + c], bias);
+                            if out.add {
+                                v = V::add(V::load(out.res.add(o)), v);
+                            }
+                            if out.relu {
+                                v = V::relu(v);
+                            }
+                            V::store(out.ptr.add(o), v);
+                        }
+                    }
+                } else {
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            out.put(sb + b, oy + r, ox + c, y[r * M + c]);
+                        }
                     }
                 }
             }
