@@ -16,7 +16,9 @@
 //! included) whose microkernel keeps `NB` output blocks × `NP` output pixels in registers and
 //! broadcasts one input channel at a time; and Winograd F(2×2,3×3) / F(4×4,3×3) for 3×3
 //! stride-1 convs, fused per group of tiles (input transform → 16 or 36 small GEMMs with the same
-//! microkernel → output transform + epilogue) in per-thread scratch memory.
+//! microkernel → output transform + epilogue) in per-thread scratch memory; on small maps the
+//! Winograd weights are transformed during the call from the compact 3×3 packing (`*Otf`),
+//! which moves 1.8–4× fewer weight bytes. [`ConvSpec::default_algo`] picks per shape.
 //!
 //! Instruction sets: AVX-512F, AVX2+FMA and a portable fallback, chosen once at run time by
 //! [`Isa::active`] (overridable with `HRNET_ISA=avx512|avx2|portable`) or explicitly with
