@@ -3,9 +3,9 @@
 //!
 //! Packed weights start with the bias padded to whole channel blocks (`ceil(cout/16)·16`
 //! floats). Output channel blocks are processed in *groups* of up to 4 blocks (see
-//! [`group`]); the direct kernel's weights follow as, for each group of `nb` blocks,
+//! `group`); the direct kernel's weights follow as, for each group of `nb` blocks,
 //! `[icb][tap][16 input channels][nb][16 output channels]`, zero-padded. The Winograd layout is
-//! in [`super::winograd`].
+//! in the (private) `winograd` module.
 
 use super::layout::{zero_halo, ActShape, BLOCK};
 use super::simd::{Vf, P};

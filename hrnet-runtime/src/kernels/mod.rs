@@ -7,7 +7,7 @@
 //!   ([`ActShape`], [`act_len`], NCHW conversions).
 //! - [`ConvSpec`]: one convolution (shapes, kernel, stride, padding, [`Algo`]); its
 //!   [`ConvSpec::packed_len`] / [`ConvSpec::pack`] turn OIHW weights + bias into the kernel's
-//!   packed form once, and [`conv`] runs it with a fused [`Epilogue`] (bias, residual or
+//!   packed form once, and [`conv()`] runs it with a fused [`Epilogue`] (bias, residual or
 //!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
 //! - [`eltwise`]: standalone adds for what cannot be fused.
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
