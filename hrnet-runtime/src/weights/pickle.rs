@@ -28,7 +28,7 @@ use super::DType;
 pub const MAX_DEPTH: u32 = 64;
 
 /// The fixed part of the allocation budget, in bytes; the rest is proportional to the input.
-const BUDGET_BASE: usize = 32 << 20;
+const BUDGET_BASE: usize = 1 << 20;
 /// Allocation budget per byte of pickle input.
 const BUDGET_PER_INPUT_BYTE: usize = 64;
 /// Longest module or attribute name accepted in a `GLOBAL` opcode.
