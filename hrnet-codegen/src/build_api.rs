@@ -1,11 +1,12 @@
 //! Compiling a config to Rust from a build script (or from `hrnetc compile`).
 //!
-//! ```no_run
+//! ```text
 //! // build.rs
 //! fn main() {
 //!     hrnet_codegen::build_api::Builder::new("w32_256x192.yaml").compile().unwrap();
 //! }
-//! // src/main.rs:  include!(concat!(env!("OUT_DIR"), "/w32_256x192.rs"));
+//! // src/main.rs
+//! include!(concat!(env!("OUT_DIR"), "/w32_256x192.rs"));
 //! ```
 //!
 //! Output files are written atomically (a temporary file in the same directory, then a
@@ -43,7 +44,7 @@ pub enum CompileError {
         /// The checkpoint.
         path: PathBuf,
         /// What is wrong.
-        error: WeightError,
+        error: Box<WeightError>,
     },
     /// The weights to embed do not fit the network.
     #[error("{path}: {error}")]
@@ -104,7 +105,7 @@ pub fn write_embedded_weights(
 ) -> Result<(), CompileError> {
     let ckpt = weights::load(weights).map_err(|error| CompileError::Weights {
         path: weights.into(),
-        error,
+        error: Box::new(error),
     })?;
     let specs = hrnet_runtime::model::tensor_specs(&plan.conv_params());
     let bound = ckpt

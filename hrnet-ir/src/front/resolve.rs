@@ -385,9 +385,9 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
             size_path,
             format!(
                 "{w}x{h} makes a {} MiB activation in {}: the limit is {} MiB",
-                largest.0 * 4 >> 20,
+                (largest.0 * 4) >> 20,
                 largest.1,
-                MAX_ACTIVATION * 4 >> 20
+                (MAX_ACTIVATION * 4) >> 20
             ),
         ));
     }

@@ -94,7 +94,7 @@ pub fn preprocess(
 ///
 /// Errors: slices of different lengths or not a multiple of `width`.
 pub fn flip_width(input: &[f32], width: usize, out: &mut [f32]) -> Result<(), PoseError> {
-    if width == 0 || input.len() % width != 0 || out.len() != input.len() {
+    if width == 0 || !input.len().is_multiple_of(width) || out.len() != input.len() {
         return Err(PoseError::BufferSize {
             what: "flipped tensor",
             expected: input.len(),
