@@ -30,7 +30,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use hrnet_runtime::kernels::{ActShape, BLOCK, HALO};
 
 /// Output pixels per microkernel strip (× 4 vectors of accumulators).
-pub(crate) const PIXELS: usize = 2;
+pub(crate) const PIXELS: usize = 3;
 
 /// Number of parameters of every generated function.
 pub(crate) const N_PARAMS: usize = 7;
@@ -216,6 +216,8 @@ impl<'a, 'b> Emit<'a, 'b> {
         self.b.ins().band(v, m)
     }
 
+    /// `a · b + c`. On x86 the instruction overwrites `a` (`vfmadd213ps`), so a copy is made
+    /// unless this is `a`'s last use: pass the multiplicand with fewer uses first.
     pub(super) fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
         if self.t.fma {
             self.b.ins().fma(a, b, c)
@@ -250,6 +252,63 @@ impl<'a, 'b> Emit<'a, 'b> {
                     v = self.relu(v);
                 }
                 self.store4(v, o, off);
+            }
+        }
+    }
+
+    /// The microkernel: `acc[p][v] += a[p][i] · w[i][v]` for `np` pixels `p` (at `a + a_off +
+    /// p · a_px`, 16 channels each, of which the first `nic` are used), 4 vectors `v` of
+    /// output channels (weights at `w + w_off`, 16 floats per input channel).
+    ///
+    /// Laid out for x86's `vfmadd213ps`/`vfmadd132ps`, which overwrite one multiplicand, so
+    /// that every overwritten operand dies there and no register copies are needed: per pixel
+    /// the input value is broadcast straight from memory, the first three weight vectors are
+    /// loaded one ahead of their FMA (a load in between keeps cranelift from folding them into
+    /// the FMA, so the weight is the operand overwritten), and the last one is folded into the
+    /// FMA as a memory operand, overwriting the broadcast at its last use. With [`PIXELS`] = 3
+    /// that is 12 accumulators (12 independent FMA chains, enough to hide the FMA latency)
+    /// + 1 broadcast + 2 weights = 15 xmm registers.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn micro(
+        &mut self,
+        accs: &[Variable],
+        np: usize,
+        a: Value,
+        a_off: i64,
+        a_px: i64,
+        w: Value,
+        w_off: i64,
+        nic: usize,
+    ) {
+        for i in 0..nic {
+            let wi = w_off + (i * BLOCK) as i64 * FS;
+            for pi in 0..np {
+                let off = a_off + pi as i64 * a_px + i as i64 * FS;
+                let s = self.b.ins().load(types::F32, flags(), a, off as i32);
+                let bc = self.b.ins().splat(F4, s);
+                // Weight loads are marked as possibly trapping (they never do): cranelift then
+                // keeps them in order and folds only the one directly before its FMA.
+                let ordered = MemFlagsData::new();
+                let mut wv = self.b.ins().load(F4, ordered, w, wi as i32);
+                for v in 0..4 {
+                    let next = if v < 3 {
+                        let off = wi + (v as i64 + 1) * 16;
+                        Some(self.b.ins().load(F4, ordered, w, off as i32))
+                    } else {
+                        None
+                    };
+                    let acc = accs[pi * 4 + v];
+                    let x = self.b.use_var(acc);
+                    let n = if v < 3 {
+                        self.fma(wv, bc, x)
+                    } else {
+                        self.fma(bc, wv, x)
+                    };
+                    self.b.def_var(acc, n);
+                    if let Some(nx) = next {
+                        wv = nx;
+                    }
+                }
             }
         }
     }
@@ -446,21 +505,10 @@ fn taps_body(
 ) {
     let c = g.c;
     let tap = |e: &mut Emit<'_, '_>, ipk: Value, wpk: Value, kx: usize| {
-        for i in 0..nic {
-            let wo = ((kx * BLOCK + i) * BLOCK) as i64 * FS;
-            let wv: Vec<Value> = (0..4).map(|v| e.load4(wpk, wo + v * 16)).collect();
-            for pi in 0..np {
-                let io = kx as i64 * PX + (pi * c.stride) as i64 * PX + i as i64 * FS;
-                let s = e.b.ins().load(types::F32, flags(), ipk, io as i32);
-                let bc = e.b.ins().splat(F4, s);
-                for (v, &wvv) in wv.iter().enumerate() {
-                    let acc = accs[pi * 4 + v];
-                    let a = e.b.use_var(acc);
-                    let n = e.fma(bc, wvv, a);
-                    e.b.def_var(acc, n);
-                }
-            }
-        }
+        let a_off = kx as i64 * PX;
+        let w_off = (kx * BLOCK * BLOCK) as i64 * FS;
+        let a_px = c.stride as i64 * PX;
+        e.micro(accs, np, ipk, a_off, a_px, wpk, w_off, nic);
     };
     if c.k == 1 {
         tap(e, ip, wp, 0);

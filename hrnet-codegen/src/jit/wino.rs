@@ -252,25 +252,7 @@ fn gemm(e: &mut Emit<'_, '_>, g: &Gemm, np: usize, a: Value, w: Value, m: Value)
         .collect();
     let w_ib = (BLOCK * BLOCK) as i64 * FS;
     let body = |e: &mut Emit<'_, '_>, ap: Value, wp: Value, nic: usize| {
-        for i in 0..nic {
-            let wo = (i * BLOCK) as i64 * FS;
-            let wv: Vec<Value> = (0..4).map(|v| e.load4(wp, wo + v * 16)).collect();
-            for pi in 0..np {
-                let s = e.b.ins().load(
-                    cranelift_codegen::ir::types::F32,
-                    super::gen::flags(),
-                    ap,
-                    (pi as i64 * PX + i as i64 * FS) as i32,
-                );
-                let bc = e.b.ins().splat(F4, s);
-                for (v, &wvv) in wv.iter().enumerate() {
-                    let acc = accs[pi * 4 + v];
-                    let x = e.b.use_var(acc);
-                    let n = e.fma(bc, wvv, x);
-                    e.b.def_var(acc, n);
-                }
-            }
-        }
+        e.micro(&accs, np, ap, 0, PX, wp, 0, nic);
     };
     e.for_n(g.full_icb, |e, ib| {
         let ap = e.index(a, ib, g.v_ib);
