@@ -21,7 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 /// A `.npy` file with a custom header dict and raw data (version 1.0).
 fn npy_with(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.to_owned();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');
