@@ -26,6 +26,9 @@ pub const SPIN: Duration = Duration::from_millis(3);
 /// Minimum number of spin iterations before parking (about [`SPIN`] on this machine).
 const MIN_SPINS: u32 = 1 << 17;
 
+/// Spins of the caller waiting for claimed tasks before it starts yielding its core.
+const WAIT_SPINS: u32 = 1 << 12;
+
 type Job = dyn Fn(usize, usize) + Sync;
 
 /// State shared between the caller of [`Pool::run`] and the workers.
@@ -162,8 +165,16 @@ impl Pool {
         }));
         // Close the job: workers that have not claimed a slot yet never will.
         let claimed = n_workers - s.slots.swap(0, Ordering::AcqRel);
+        let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) != claimed {
-            std::hint::spin_loop();
+            // A worker still busy after ~100 µs has probably been preempted (oversubscribed
+            // machine): give the core away, which may be what it is waiting for.
+            spins = spins.saturating_add(1);
+            if spins < WAIT_SPINS {
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
         }
         s.busy.store(false, Ordering::Release);
         let worker_panicked = s.panicked.swap(false, Ordering::Relaxed);
