@@ -25,7 +25,7 @@ pub(crate) const XI: usize = 16;
 
 /// Whether the JIT runs `s` with Winograd.
 pub(crate) fn applies(s: &ConvSpec) -> bool {
-    s.is_winograd_shape() && s.h_out() % 2 == 0 && s.w_out() % 2 == 0
+    s.is_winograd_shape() && s.h_out().is_multiple_of(2) && s.w_out().is_multiple_of(2)
 }
 
 /// Tiles a task should cover at least, so that its weights serve enough of them.
@@ -145,11 +145,11 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
                         }
                     }
                     // Along each row, then along each column of the result.
-                    let t: Vec<[Value; 4]> = (0..4)
-                        .map(|r| bt(e, [d[4 * r], d[4 * r + 1], d[4 * r + 2], d[4 * r + 3]]))
-                        .collect();
-                    for col in 0..4 {
-                        let u = bt(e, [t[0][col], t[1][col], t[2][col], t[3][col]]);
+                    let t: [[Value; 4]; 4] = std::array::from_fn(|r| {
+                        bt(e, [d[4 * r], d[4 * r + 1], d[4 * r + 2], d[4 * r + 3]])
+                    });
+                    for col in 0..4usize {
+                        let u = bt(e, t.map(|row| row[col]));
                         for (r, &x) in u.iter().enumerate() {
                             let xi = (r * 4 + col) as i64;
                             e.store4(x, vp, xi * v_xi + v * 16);
@@ -209,18 +209,18 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
                 let ox = e.b.ins().imul_imm_s(tx, 2 * f * PX);
                 let o = e.b.ins().iadd(o_row, ox);
                 let r = r_row.map(|r| e.b.ins().iadd(r, ox));
-                for v in 0..4usize {
+                for (v, &bias_v) in bias.iter().enumerate() {
                     let m: Vec<Value> = (0..XI)
                         .map(|xi| e.load4(mp, xi as i64 * m_xi + v as i64 * 16))
                         .collect();
                     // Aᵀ along each column, then along each row of the result.
-                    let cols: Vec<[Value; 2]> = (0..4)
-                        .map(|col| at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]]))
-                        .collect();
-                    for dy in 0..2 {
-                        let y = at(e, [cols[0][dy], cols[1][dy], cols[2][dy], cols[3][dy]]);
+                    let cols: [[Value; 2]; 4] = std::array::from_fn(|col| {
+                        at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]])
+                    });
+                    for dy in 0..2usize {
+                        let y = at(e, cols.map(|cv| cv[dy]));
                         for (dx, &yv) in y.iter().enumerate() {
-                            let s = e.b.ins().fadd(yv, bias[v]);
+                            let s = e.b.ins().fadd(yv, bias_v);
                             let off = dy as i64 * f * hr_rs + dx as i64 * f * PX + v as i64 * 16;
                             e.put(c, hr_rs, s, o, r, off);
                         }
