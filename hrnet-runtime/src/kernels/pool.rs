@@ -10,6 +10,10 @@
 //! A worker that is descheduled (the machine is oversubscribed) never delays a job it has not
 //! joined yet: the caller runs all remaining tasks itself and then closes the job's open slots.
 //!
+//! If a worker that did join a job stalls (preempted for more than [`STALL`]), the pool runs the
+//! next [`BACKOFF_JOBS`] jobs on the caller alone, so an oversubscribed machine degrades to
+//! one-thread speed instead of waiting for time slices.
+//!
 //! Concurrent or nested calls to `run` on the same pool are safe: the second caller simply runs
 //! its tasks serially on its own thread.
 
@@ -25,6 +29,13 @@ pub const SPIN: Duration = Duration::from_millis(3);
 
 /// Minimum number of spin iterations before parking (about [`SPIN`] on this machine).
 const MIN_SPINS: u32 = 1 << 17;
+
+/// A wait this long for a worker's claimed task means it was preempted: the next
+/// [`BACKOFF_JOBS`] jobs then run on the caller alone (a fork-join pool on an oversubscribed
+/// machine is otherwise slower than one thread).
+pub const STALL: Duration = Duration::from_millis(1);
+/// See [`STALL`]: about a third of a W32 inference.
+pub const BACKOFF_JOBS: usize = 100;
 
 /// Spins of the caller waiting for claimed tasks before it starts yielding its core.
 const WAIT_SPINS: u32 = 1 << 12;
@@ -46,6 +57,8 @@ struct Shared {
     /// Claimed slots whose worker has finished.
     done: AtomicUsize,
     busy: AtomicBool,
+    /// Jobs still to run on the caller alone after a worker stalled (see [`STALL`]).
+    serial_jobs: AtomicUsize,
     shutdown: AtomicBool,
     panicked: AtomicBool,
     /// Per worker: parked (or about to park).
@@ -90,6 +103,7 @@ impl Pool {
             slots: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             busy: AtomicBool::new(false),
+            serial_jobs: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             sleeping: (0..n_workers).map(|_| AtomicBool::new(false)).collect(),
@@ -129,6 +143,13 @@ impl Pool {
             return;
         }
         let s = &*self.shared;
+        if s.serial_jobs.load(Ordering::Relaxed) > 0 {
+            s.serial_jobs.fetch_sub(1, Ordering::Relaxed);
+            for t in 0..n_tasks {
+                f(t, 0);
+            }
+            return;
+        }
         if s.busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
@@ -166,6 +187,7 @@ impl Pool {
         // Close the job: workers that have not claimed a slot yet never will.
         let claimed = n_workers - s.slots.swap(0, Ordering::AcqRel);
         let mut spins = 0u32;
+        let mut slow_since = None;
         while s.done.load(Ordering::Acquire) != claimed {
             // A worker still busy after ~100 µs has probably been preempted (oversubscribed
             // machine): give the core away, which may be what it is waiting for.
@@ -173,8 +195,14 @@ impl Pool {
             if spins < WAIT_SPINS {
                 std::hint::spin_loop();
             } else {
+                slow_since.get_or_insert_with(Instant::now);
                 thread::yield_now();
             }
+        }
+        if slow_since.is_some_and(|t| t.elapsed() > STALL) {
+            // The worker stalled: run the next jobs on this thread alone rather than wait
+            // for a core the machine does not give us.
+            s.serial_jobs.store(BACKOFF_JOBS, Ordering::Relaxed);
         }
         s.busy.store(false, Ordering::Release);
         let worker_panicked = s.panicked.swap(false, Ordering::Relaxed);
