@@ -87,3 +87,48 @@ fn concurrent_callers_share_one_pool() {
     });
     assert_eq!(count.load(Ordering::Relaxed), 3 * 200 * 8);
 }
+
+#[test]
+fn a_stalled_worker_makes_the_next_jobs_serial() {
+    let pool = Pool::new(2);
+    // Until the worker joins a job and stalls in it (> STALL) while the caller waits.
+    let mut stalled = false;
+    for _ in 0..50 {
+        let worker_ran = AtomicBool::new(false);
+        pool.run(2, &|_, th| {
+            if th == 1 {
+                worker_ran.store(true, Ordering::SeqCst);
+                std::thread::sleep(hrnet_runtime::kernels::pool::STALL * 10);
+            } else {
+                // Leave the worker time to take the other task.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        if worker_ran.load(Ordering::SeqCst) {
+            stalled = true;
+            break;
+        }
+    }
+    assert!(stalled, "the worker never joined a job");
+    for _ in 0..hrnet_runtime::kernels::pool::BACKOFF_JOBS {
+        pool.run(4, &|_, th| {
+            assert_eq!(th, 0, "a job ran on the worker during the back-off")
+        });
+    }
+    // Afterwards the worker is used again (eventually).
+    let mut worker_used = false;
+    for _ in 0..1000 {
+        let used = AtomicBool::new(false);
+        pool.run(64, &|_, th| {
+            if th == 1 {
+                used.store(true, Ordering::Relaxed);
+            }
+            std::hint::black_box((0..200).sum::<u64>());
+        });
+        if used.load(Ordering::Relaxed) {
+            worker_used = true;
+            break;
+        }
+    }
+    assert!(worker_used, "the worker was never used again");
+}
