@@ -1,5 +1,5 @@
 //! The golden corpus: every config under `data/configs/` and every fixture's `config.yaml`
-//! yields snapshots of its raw IR, its optimized IR and its DOT. Adding a config means adding
+//! yields snapshots of its raw IR, its optimized IR, its DOT and (pose networks) its generated Rust. Adding a config means adding
 //! a file. The verifier runs after every pass.
 
 use hrnet_ir::passes::{self, PASSES};
@@ -13,6 +13,12 @@ fn check(path: &std::path::Path) {
     passes::run(&mut g, &all, true, |_, _| {}).unwrap();
     insta::assert_snapshot!("optimized", to_text(&g));
     insta::assert_snapshot!("dot", to_dot(&g));
+    // The generated Rust, for every network the compiled engines support.
+    match hrnet_codegen::build_api::compile_to_string(path, None) {
+        Ok(code) => insta::assert_snapshot!("rust", code),
+        Err(hrnet_codegen::build_api::CompileError::Head { .. }) => {}
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
 }
 
 #[test]
