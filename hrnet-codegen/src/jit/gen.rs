@@ -44,9 +44,10 @@ pub(crate) enum Kernel {
     /// Direct convolution of output block `e`, conv-resolution rows `f..g`, with the fused
     /// epilogue `out = relu?(addend? + up(conv + bias))`.
     Conv(ConvKernel),
-    /// Winograd F(2×2, 3×3) convolution of tile-row group `e` and output-block chunk `g`
-    /// with per-thread scratch `f`, same epilogue (see [`super::wino`]).
-    Wino(ConvKernel),
+    /// Winograd F(m×m, 3×3) (`m` second) convolution of tile-row group `e` and
+    /// output-block chunk `g` with per-thread scratch `f`, same epilogue (see
+    /// [`super::wino`]).
+    Wino(ConvKernel, usize),
     /// `out = relu?(a + b)` over one whole block (halo included: zero + zero stays zero).
     Add {
         /// Shape of all three tensors.
@@ -355,7 +356,7 @@ pub(crate) fn emit(b: &mut FunctionBuilder<'_>, t: Target, kernel: &Kernel) {
     e.define_zero();
     match *kernel {
         Kernel::Conv(c) => conv(&mut e, &c, &p),
-        Kernel::Wino(c) => super::wino::conv(&mut e, &c, &p),
+        Kernel::Wino(c, m) => super::wino::conv(&mut e, &c, m, &p),
         Kernel::Add { shape, relu } => add(&mut e, shape, relu, &p),
         Kernel::AddUp { shape, log2, relu } => add_up(&mut e, shape, log2, relu, &p),
         Kernel::Copy { shape } => copy(&mut e, shape, &p),

@@ -77,7 +77,8 @@ pub enum JitRunError {
 pub struct JitOptions {
     /// Run cranelift's IR verifier on every function (a bug detector; costs compile time).
     pub verify: bool,
-    /// Use Winograd F(2×2, 3×3) where it applies (otherwise every conv is direct).
+    /// Use Winograd F(4×4, 3×3) or F(2×2, 3×3) where it applies (otherwise every conv is
+    /// direct).
     pub winograd: bool,
 }
 
@@ -244,7 +245,11 @@ impl JitModel {
             .iter()
             .map(|c| pack::JitConv {
                 spec: c.spec,
-                winograd: opts.winograd && wino::applies(&c.spec),
+                winograd: if opts.winograd {
+                    wino::tile(&c.spec)
+                } else {
+                    None
+                },
             })
             .collect();
         let (offsets, packed_len) = pack::layout(&jit_convs);
@@ -315,14 +320,15 @@ impl JitModel {
                     }
                     let h = ck.h_out();
                     let args = [a(src), Ptr::Weights(offsets[layer]), a(dst), res];
-                    if jit_convs[layer].winograd {
-                        scratch_per_thread = scratch_per_thread.max(wino::scratch_per_thread(&ck));
-                        let sp = wino::split(&ck);
+                    if let Some(m) = jit_convs[layer].winograd {
+                        scratch_per_thread =
+                            scratch_per_thread.max(wino::scratch_per_thread(&ck, m));
+                        let sp = wino::split(&ck, m);
                         let tasks = Tasks::Tiles {
                             groups: sp.groups,
                             ob_chunks: sp.ob_chunks,
                         };
-                        c.call(Kernel::Wino(ck), args, tasks);
+                        c.call(Kernel::Wino(ck, m), args, tasks);
                     } else {
                         let blocks = out.blocks();
                         let chunks = TASKS_PER_CONV.div_ceil(blocks).clamp(1, h);

@@ -4,8 +4,8 @@
 //! Per convolution, at a 16-float-aligned offset: the bias padded to whole output blocks
 //! (`ocb · 16` floats), then for each output block `ob`, zero-padded,
 //! - direct: `[icb][tap][16 input channels][16 output channels]`;
-//! - Winograd F(2×2, 3×3) (see [`super::wino`]): `[ξ][icb][16 ic][16 oc]` of `U = G g Gᵀ`,
-//!   computed in f64.
+//! - Winograd F(m×m, 3×3), m = 2 or 4 (see [`super::wino`]): `[ξ][icb][16 ic][16 oc]` of
+//!   `U = G g Gᵀ` (ξ over the (m+2)² positions), computed in f64.
 //!
 //! One output block's weights are contiguous, so a kernel call for block `ob` streams one run
 //! of memory and loads each row of 16 output channels as four f32x4 vectors.
@@ -19,13 +19,16 @@ use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 pub(crate) struct JitConv {
     /// Shapes.
     pub spec: ConvSpec,
-    /// Winograd F(2×2, 3×3) instead of direct.
-    pub winograd: bool,
+    /// Winograd F(m×m, 3×3) with this `m` instead of direct.
+    pub winograd: Option<usize>,
 }
 
 /// Weight floats per (output block, input block): taps (or ξ) × 16 × 16.
 fn per_block_pair(c: &JitConv) -> usize {
-    let positions = if c.winograd { 16 } else { c.spec.k * c.spec.k };
+    let positions = match c.winograd {
+        Some(m) => (m + 2) * (m + 2),
+        None => c.spec.k * c.spec.k,
+    };
     positions * BLOCK * BLOCK
 }
 
@@ -48,11 +51,20 @@ pub(crate) fn layout(convs: &[JitConv]) -> (Vec<usize>, usize) {
     (offsets, at)
 }
 
-/// `G` of F(2×2, 3×3).
-const G: [[f64; 3]; 4] = [
+/// `G` of F(2×2, 3×3) (points 0, ±1, ∞).
+const G2: [[f64; 3]; 4] = [
     [1.0, 0.0, 0.0],
     [0.5, 0.5, 0.5],
     [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+/// `G` of F(4×4, 3×3) (points 0, ±1, ±2, ∞).
+const G4: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
 ];
 
@@ -66,22 +78,24 @@ fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     out[..cout].copy_from_slice(bias);
     let body = &mut out[ocb * BLOCK..];
     let per_ob = icb * per_block_pair(c);
-    if c.winograd {
+    if let Some(m) = c.winograd {
         // [ob][ξ][icb][16 ic][16 oc] of U = G g Gᵀ.
+        let g: &[[f64; 3]] = if m == 2 { &G2 } else { &G4 };
+        let a = g.len();
         for oc in 0..cout {
             let (ob, l) = (oc / BLOCK, oc % BLOCK);
             for ic in 0..cin {
                 let k = &weight[(oc * cin + ic) * 9..][..9];
-                let mut t = [[0.0f64; 3]; 4];
-                for (r, tr) in t.iter_mut().enumerate() {
+                let mut t = [[0.0f64; 3]; 6];
+                for (r, tr) in t.iter_mut().take(a).enumerate() {
                     for (col, tc) in tr.iter_mut().enumerate() {
-                        *tc = (0..3).map(|i| G[r][i] * f64::from(k[i * 3 + col])).sum();
+                        *tc = (0..3).map(|i| g[r][i] * f64::from(k[i * 3 + col])).sum();
                     }
                 }
-                for (r, tr) in t.iter().enumerate() {
-                    for (col, gc) in G.iter().enumerate() {
+                for (r, tr) in t.iter().take(a).enumerate() {
+                    for (col, gc) in g.iter().enumerate() {
                         let u: f64 = (0..3).map(|i| tr[i] * gc[i]).sum();
-                        let xi = r * 4 + col;
+                        let xi = r * a + col;
                         let idx = ob * per_ob
                             + ((xi * icb + ic / BLOCK) * BLOCK + ic % BLOCK) * BLOCK
                             + l;

@@ -1,31 +1,44 @@
-//! Winograd F(2×2, 3×3) as cranelift IR, for 3×3 stride-1 padding-1 convolutions whose
-//! output height and width are even (so every 2×2 tile is whole and its 4×4 input patch lies
-//! inside the haloed input).
+//! Winograd F(m×m, 3×3), m = 4 or 2, as cranelift IR, for 3×3 stride-1 padding-1
+//! convolutions whose output height and width are multiples of `m` (so every tile is whole and
+//! its (m+2)×(m+2) input patch lies inside the haloed input). F(4×4) needs 4× fewer
+//! multiplications than direct convolution, F(2×2) 2.25×; F(4×4) is used when the map has at
+//! least [`MIN_TILES4`] 4×4 tiles.
 //!
-//! One task is a group of [`Split::rows`] rows of tiles (two output rows each) and a range of
-//! [`Split::obs`] output blocks, in per-thread scratch (groups are large enough that the
-//! transformed weights, streamed once per task, serve at least ~24 tiles; small maps are split
-//! over output blocks instead, redoing the cheap input transform):
+//! One task is a group of [`Split::rows`] rows of tiles and a range of [`Split::obs`] output
+//! blocks, in per-thread scratch (groups are large enough that the transformed weights,
+//! streamed once per task, serve at least ~24 tiles; small maps are split over output blocks
+//! instead, redoing the cheap input transform):
 //! 1. input transform `V = Bᵀ d B` of every patch of the group, into `[ξ][icb][tile][16]`;
-//! 2. per output block: for each of the 16 positions ξ, the GEMM
-//!    `M_ξ[tile][oc] = Σ_ic V_ξ[tile][ic] · U_ξ[ic][oc]` with the direct kernel's register
-//!    blocking (tiles in place of pixels), into `[ξ][tile][16]`; then the output transform
+//! 2. per output block: for each of the α² positions ξ (α = m + 2), the GEMM
+//!    `M_ξ[tile][oc] = Σ_ic V_ξ[tile][ic] · U_ξ[ic][oc]` with the direct kernel's microkernel
+//!    (tiles in place of pixels), into `[ξ][tile][16]`; then the output transform
 //!    `Y = Aᵀ M A` and the fused epilogue.
 //!
 //! Packed weights (after the bias): `U = G g Gᵀ` computed in f64 (see [`super::pack`]), laid
-//! out `[ob][ξ][icb][16 ic][16 oc]`.
+//! out `[ob][ξ][icb][16 ic][16 oc]`. Matrices (Lavin & Gray): F(2×2) with points 0, ±1, ∞;
+//! F(4×4) with 0, ±1, ±2, ∞.
 
 use super::gen::{block_base, ConvKernel, Emit, F4, FS, PIXELS, PX};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
 use hrnet_runtime::kernels::{ActShape, ConvSpec, BLOCK};
 
-/// Transform positions (4 × 4).
-pub(crate) const XI: usize = 16;
+/// F(4×4) needs at least this many 4×4 tiles (below, F(2×2) wastes less on tile padding).
+pub(crate) const MIN_TILES4: usize = 48;
 
-/// Whether the JIT runs `s` with Winograd.
-pub(crate) fn applies(s: &ConvSpec) -> bool {
-    s.is_winograd_shape() && s.h_out().is_multiple_of(2) && s.w_out().is_multiple_of(2)
+/// The Winograd tile size `m` the JIT uses for `s`, if any.
+pub(crate) fn tile(s: &ConvSpec) -> Option<usize> {
+    if !s.is_winograd_shape() {
+        return None;
+    }
+    let (h, w) = (s.h_out(), s.w_out());
+    if h.is_multiple_of(4) && w.is_multiple_of(4) && (h / 4) * (w / 4) >= MIN_TILES4 {
+        Some(4)
+    } else if h.is_multiple_of(2) && w.is_multiple_of(2) {
+        Some(2)
+    } else {
+        None
+    }
 }
 
 /// Tiles a task should cover at least, so that its weights serve enough of them.
@@ -49,9 +62,9 @@ pub(crate) struct Split {
     pub slots: usize,
 }
 
-/// The task split of `c`.
-pub(crate) fn split(c: &ConvKernel) -> Split {
-    let (ty, tx) = (c.h_out() / 2, c.w_out() / 2);
+/// The task split of `c` with F(`m`×`m`).
+pub(crate) fn split(c: &ConvKernel, m: usize) -> Split {
+    let (ty, tx) = (c.h_out() / m, c.w_out() / m);
     let ocb = c.cout.div_ceil(BLOCK);
     let rows = MIN_TILES.div_ceil(tx).clamp(1, ty);
     let groups = ty.div_ceil(rows);
@@ -66,15 +79,15 @@ pub(crate) fn split(c: &ConvKernel) -> Split {
     }
 }
 
-/// Scratch floats one thread needs for `c`: `V` then `M`.
-pub(crate) fn scratch_per_thread(c: &ConvKernel) -> usize {
-    XI * split(c).slots * BLOCK * (c.cin.div_ceil(BLOCK) + 1)
+/// Scratch floats one thread needs for `c` with F(`m`×`m`): `V` then `M`.
+pub(crate) fn scratch_per_thread(c: &ConvKernel, m: usize) -> usize {
+    (m + 2) * (m + 2) * split(c, m).slots * BLOCK * (c.cin.div_ceil(BLOCK) + 1)
 }
 
-/// `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]` (one dimension of `Bᵀ d B`).
-fn bt(e: &mut Emit<'_, '_>, d: [Value; 4]) -> [Value; 4] {
+/// One dimension of `Bᵀ d B` for F(2×2): `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]`.
+fn bt2(e: &mut Emit<'_, '_>, d: &[Value]) -> Vec<Value> {
     let s = &mut e.b;
-    [
+    vec![
         s.ins().fsub(d[0], d[2]),
         s.ins().fadd(d[1], d[2]),
         s.ins().fsub(d[2], d[1]),
@@ -82,33 +95,83 @@ fn bt(e: &mut Emit<'_, '_>, d: [Value; 4]) -> [Value; 4] {
     ]
 }
 
-/// `[m0 + m1 + m2, m1 − m2 − m3]` (one dimension of `Aᵀ M A`).
-fn at(e: &mut Emit<'_, '_>, m: [Value; 4]) -> [Value; 2] {
+/// One dimension of `Aᵀ M A` for F(2×2): `[m0 + m1 + m2, m1 − m2 − m3]`.
+fn at2(e: &mut Emit<'_, '_>, m: &[Value]) -> Vec<Value> {
     let s = &mut e.b;
     let a = s.ins().fadd(m[0], m[1]);
     let a = s.ins().fadd(a, m[2]);
     let b = s.ins().fsub(m[1], m[2]);
     let b = s.ins().fsub(b, m[3]);
-    [a, b]
+    vec![a, b]
 }
 
-/// The kernel: parameters `(input, weights, output, addend, tile group, scratch, ob chunk)`.
-pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
+/// `k · x + y` with a splat constant `k`.
+fn kfma(e: &mut Emit<'_, '_>, k: f32, x: Value, y: Value) -> Value {
+    let c = e.b.ins().f32const(k);
+    let c = e.b.ins().splat(F4, c);
+    e.fma(c, x, y)
+}
+
+/// One dimension of `Bᵀ d B` for F(4×4).
+fn bt4(e: &mut Emit<'_, '_>, d: &[Value]) -> Vec<Value> {
+    let add = |e: &mut Emit<'_, '_>, a, b| e.b.ins().fadd(a, b);
+    let sub = |e: &mut Emit<'_, '_>, a, b| e.b.ins().fsub(a, b);
+    let t0 = kfma(e, -5.0, d[2], d[4]);
+    let r0 = kfma(e, 4.0, d[0], t0);
+    let s12 = add(e, d[1], d[2]);
+    let s34 = add(e, d[3], d[4]);
+    let r1 = kfma(e, -4.0, s12, s34);
+    let d12 = sub(e, d[1], d[2]);
+    let d43 = sub(e, d[4], d[3]);
+    let r2 = kfma(e, 4.0, d12, d43);
+    let d31 = sub(e, d[3], d[1]);
+    let d42 = sub(e, d[4], d[2]);
+    let r3 = kfma(e, 2.0, d31, d42);
+    let d13 = sub(e, d[1], d[3]);
+    let r4 = kfma(e, 2.0, d13, d42);
+    let t5 = kfma(e, -5.0, d[3], d[5]);
+    let r5 = kfma(e, 4.0, d[1], t5);
+    vec![r0, r1, r2, r3, r4, r5]
+}
+
+/// One dimension of `Aᵀ M A` for F(4×4).
+fn at4(e: &mut Emit<'_, '_>, m: &[Value]) -> Vec<Value> {
+    let s12 = e.b.ins().fadd(m[1], m[2]);
+    let d12 = e.b.ins().fsub(m[1], m[2]);
+    let s34 = e.b.ins().fadd(m[3], m[4]);
+    let d34 = e.b.ins().fsub(m[3], m[4]);
+    let r0 = e.b.ins().fadd(m[0], s12);
+    let r0 = e.b.ins().fadd(r0, s34);
+    let r1 = kfma(e, 2.0, d34, d12);
+    let r2 = kfma(e, 4.0, s34, s12);
+    let r3 = kfma(e, 8.0, d34, d12);
+    let r3 = e.b.ins().fadd(r3, m[5]);
+    vec![r0, r1, r2, r3]
+}
+
+/// The kernel for F(`m`×`m`): parameters `(input, weights, output, addend, tile group,
+/// scratch, ob chunk)`.
+pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, m: usize, p: &[Value]) {
     let (inp, w, out, res, grp, scr, chunk) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-    let sp = split(c);
+    let sp = split(c, m);
+    let a = m + 2;
+    let xi_n = a * a;
+    let bt: fn(&mut Emit<'_, '_>, &[Value]) -> Vec<Value> = if m == 2 { bt2 } else { bt4 };
+    let at: fn(&mut Emit<'_, '_>, &[Value]) -> Vec<Value> = if m == 2 { at2 } else { at4 };
+    let mi = m as i64;
     let ins = ActShape::new(c.cin, c.h_in, c.w_in);
     let hr = c.out_shape();
     let ocb = c.cout.div_ceil(BLOCK);
     let n_icb = c.cin.div_ceil(BLOCK);
     let last_ic = c.cin - (n_icb - 1) * BLOCK;
     let full_icb = if last_ic == BLOCK { n_icb } else { n_icb - 1 };
-    let (n_ty, tx_n) = (c.h_out() / 2, c.w_out() / 2);
+    let (n_ty, tx_n) = (c.h_out() / m, c.w_out() / m);
     let (in_rs, in_bs) = (ins.row_stride() as i64 * FS, ins.block_stride() as i64 * FS);
     let hr_rs = hr.row_stride() as i64 * FS;
     // V[ξ][icb][slot][16] and M[ξ][slot][16], in bytes.
     let v_ib = sp.slots as i64 * PX;
     let v_xi = n_icb as i64 * v_ib;
-    let m_base = e.offset(scr, XI as i64 * v_xi);
+    let m_base = e.offset(scr, xi_n as i64 * v_xi);
     let m_xi = sp.slots as i64 * PX;
 
     // This task's tile rows `ty0..ty1` and output blocks `ob0..ob1`.
@@ -126,32 +189,35 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
     let nstrips = e.b.ins().iadd_imm_s(ntiles, PIXELS as i64 - 1);
     let nstrips = e.b.ins().udiv_imm_u(nstrips, PIXELS as i64);
 
-    // 1. Input transform. Output rows 2ty, 2ty+1 read haloed input rows 2ty..2ty+3.
+    // 1. Input transform. Output rows m·ty.. read haloed input rows m·ty..m·ty + α.
     e.for_n(n_icb, |e, ib| {
         let blk = e.index(inp, ib, in_bs);
         let vb = e.index(scr, ib, v_ib);
         e.for_range(ty0, ty1, |e, ty| {
-            let row = e.index(blk, ty, 2 * in_rs);
+            let row = e.index(blk, ty, mi * in_rs);
             let rel = e.b.ins().isub(ty, ty0);
             let vrow = e.index(vb, rel, tx_n as i64 * PX);
             e.for_n(tx_n, |e, tx| {
-                let pp = e.index(row, tx, 2 * PX);
+                let pp = e.index(row, tx, mi * PX);
                 let vp = e.index(vrow, tx, PX);
                 for v in 0..4i64 {
-                    let mut d = Vec::with_capacity(16);
-                    for r in 0..4i64 {
-                        for col in 0..4i64 {
-                            d.push(e.load4(pp, r * in_rs + col * PX + v * 16));
-                        }
-                    }
-                    // Along each row, then along each column of the result.
-                    let t: [[Value; 4]; 4] = std::array::from_fn(|r| {
-                        bt(e, [d[4 * r], d[4 * r + 1], d[4 * r + 2], d[4 * r + 3]])
-                    });
-                    for col in 0..4usize {
-                        let u = bt(e, t.map(|row| row[col]));
+                    // Along each row as it is loaded, then along each column.
+                    let t: Vec<Vec<Value>> = (0..a)
+                        .map(|r| {
+                            let d: Vec<Value> = (0..a)
+                                .map(|col| {
+                                    let off = r as i64 * in_rs + col as i64 * PX + v * 16;
+                                    e.load4(pp, off)
+                                })
+                                .collect();
+                            bt(e, &d)
+                        })
+                        .collect();
+                    for col in 0..a {
+                        let column: Vec<Value> = t.iter().map(|row| row[col]).collect();
+                        let u = bt(e, &column);
                         for (r, &x) in u.iter().enumerate() {
-                            let xi = (r * 4 + col) as i64;
+                            let xi = (r * a + col) as i64;
                             e.store4(x, vp, xi * v_xi + v * 16);
                         }
                     }
@@ -161,7 +227,7 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
     });
 
     // 2. Per output block: 16 GEMMs, output transform, epilogue.
-    let w_ob = (XI * n_icb * BLOCK * BLOCK) as i64 * FS;
+    let w_ob = (xi_n * n_icb * BLOCK * BLOCK) as i64 * FS;
     let w_xi = (n_icb * BLOCK * BLOCK) as i64 * FS;
     let wbody = e.offset(w, (ocb * BLOCK) as i64 * FS);
     let f = 1i64 << c.up;
@@ -172,7 +238,7 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
     };
     e.for_range(ob0, ob1, |e, ob| {
         let wob = e.index(wbody, ob, w_ob);
-        e.for_n(XI, |e, xi| {
+        e.for_n(xi_n, |e, xi| {
             let wx = e.index(wob, xi, w_xi);
             let vx = e.index(scr, xi, v_xi);
             let mx = e.index(m_base, xi, m_xi);
@@ -194,8 +260,8 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
             None
         };
         e.for_range(ty0, ty1, |e, ty| {
-            // Row 2ty (upsampled) at interior column 0.
-            let yh = e.b.ins().imul_imm_s(ty, 2 * f * hr_rs);
+            // Row m·ty (upsampled) at interior column 0.
+            let yh = e.b.ins().imul_imm_s(ty, mi * f * hr_rs);
             let o_row = e.b.ins().iadd(out_blk, yh);
             let o_row = e.offset(o_row, hr_rs + PX);
             let r_row = res_blk.map(|r| {
@@ -206,19 +272,25 @@ pub(crate) fn conv(e: &mut Emit<'_, '_>, c: &ConvKernel, p: &[Value]) {
             let mrow = e.index(m_base, rel, tx_n as i64 * PX);
             e.for_n(tx_n, |e, tx| {
                 let mp = e.index(mrow, tx, PX);
-                let ox = e.b.ins().imul_imm_s(tx, 2 * f * PX);
+                let ox = e.b.ins().imul_imm_s(tx, mi * f * PX);
                 let o = e.b.ins().iadd(o_row, ox);
                 let r = r_row.map(|r| e.b.ins().iadd(r, ox));
                 for (v, &bias_v) in bias.iter().enumerate() {
-                    let m: Vec<Value> = (0..XI)
-                        .map(|xi| e.load4(mp, xi as i64 * m_xi + v as i64 * 16))
+                    // Aᵀ along each column as it is loaded, then along each row.
+                    let cols: Vec<Vec<Value>> = (0..a)
+                        .map(|col| {
+                            let mv: Vec<Value> = (0..a)
+                                .map(|row| {
+                                    let xi = (row * a + col) as i64;
+                                    e.load4(mp, xi * m_xi + v as i64 * 16)
+                                })
+                                .collect();
+                            at(e, &mv)
+                        })
                         .collect();
-                    // Aᵀ along each column, then along each row of the result.
-                    let cols: [[Value; 2]; 4] = std::array::from_fn(|col| {
-                        at(e, [m[col], m[4 + col], m[8 + col], m[12 + col]])
-                    });
-                    for dy in 0..2usize {
-                        let y = at(e, cols.map(|cv| cv[dy]));
+                    for dy in 0..m {
+                        let rowv: Vec<Value> = cols.iter().map(|cv| cv[dy]).collect();
+                        let y = at(e, &rowv);
                         for (dx, &yv) in y.iter().enumerate() {
                             let s = e.b.ins().fadd(yv, bias_v);
                             let off = dy as i64 * f * hr_rs + dx as i64 * f * PX + v as i64 * 16;
