@@ -204,6 +204,42 @@ fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
     }
 }
 
+/// At 128×96 input, branch 0 (32×24) runs Winograd F(4×4) and the other branches F(2×2).
+#[test]
+fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
+    let path = data_dir().join("configs/pose/w32_256x192_adam_lr1e-3.yaml");
+    let g = optimized_at(&path, (128, 96));
+    let p = plan::plan(&g).unwrap();
+    let ckpt = random_checkpoint(&p, 42);
+    let rt_packed = model::pack_weights(
+        &ckpt,
+        &p.conv_params(),
+        p.packed_len,
+        BindOptions::default(),
+    )
+    .unwrap();
+    let mut rng = Rng(3);
+    let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
+    let mut expected = vec![0f32; p.outputs[0].len()];
+    exec::execute(
+        &p,
+        &rt_packed,
+        &input,
+        &mut [&mut expected],
+        &mut p.scratch(1),
+    )
+    .unwrap();
+    let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+    let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+    for threads in [1, 2] {
+        let mut out = vec![f32::NAN; p.outputs[0].len()];
+        jit.run(&packed, &input, &mut [&mut out], &mut jit.scratch(threads))
+            .unwrap();
+        let rel = close(&format!("F(4x4) {threads}t"), &out, &expected);
+        eprintln!("w32 at 128x96: jit vs plan {threads} threads: {rel:.2e}");
+    }
+}
+
 #[test]
 fn bad_buffers_are_errors() {
     let dir = data_dir().join("tiny_pose");
