@@ -204,7 +204,8 @@ fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
     }
 }
 
-/// At 128×96 input, branch 0 (32×24) runs Winograd F(4×4) and the other branches F(2×2).
+/// At 128×96 input, branches 0 and 1 (32×24, 16×12) run Winograd F(4×4), branches 2 and 3
+/// (8×6, 4×3) F(2×2) and direct.
 #[test]
 fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
     let path = data_dir().join("configs/pose/w32_256x192_adam_lr1e-3.yaml");

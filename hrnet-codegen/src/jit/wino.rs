@@ -24,7 +24,7 @@ use cranelift_frontend::Variable;
 use hrnet_runtime::kernels::{ActShape, ConvSpec, BLOCK};
 
 /// F(4×4) needs at least this many 4×4 tiles (below, F(2×2) wastes less on tile padding).
-pub(crate) const MIN_TILES4: usize = 48;
+pub(crate) const MIN_TILES4: usize = 12; // measured on W32: 16×12 maps (12 tiles) gain 30%
 
 /// The Winograd tile size `m` the JIT uses for `s`, if any.
 pub(crate) fn tile(s: &ConvSpec) -> Option<usize> {
