@@ -43,8 +43,10 @@ pub(crate) fn tile(s: &ConvSpec) -> Option<usize> {
 
 /// Tiles a task should cover at least, so that its weights serve enough of them.
 const MIN_TILES: usize = 24;
-/// Tasks a conv should have at least (both cores busy, some dynamic balance).
-const MIN_TASKS: usize = 8;
+/// Tasks a conv should have at least (both cores busy). Splitting further over output blocks
+/// redoes the input transform per task, which costs as much as the GEMMs on small maps with
+/// many channels (measured on W32: 8 → 2 took 1-thread latency from 217 to 188 ms).
+const MIN_TASKS: usize = 2;
 
 /// How a Winograd conv is cut into tasks: `groups × ob_chunks`, task `t` covering tile rows
 /// `rows · (t / ob_chunks)..` and output blocks `obs · (t % ob_chunks)..` (both clipped).
