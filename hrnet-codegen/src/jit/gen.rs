@@ -17,12 +17,12 @@
 //! | `Output`      | source  |          | NCHW    |          | block  |      |      |
 //!
 //! Tensors are in hrnet-runtime's blocked layout `[C/16][H+2][W+2][16]`; a 16-channel block
-//! is four f32x4 vectors. The convolution is direct and register-blocked for 16 xmm
-//! registers: [`PIXELS`] output pixels × 4 vectors of accumulators, the four weight vectors of
-//! one input channel loaded once and reused for every pixel, one broadcast input value at a
-//! time; the 16 input channels of a block are unrolled, the kernel's columns too, its rows
-//! and the input blocks are loops. The epilogue (bias, addend, nearest upsampling ×2^u, ReLU)
-//! is fused into the stores.
+//! is four f32x4 vectors. The direct convolution is register-blocked for 16 xmm registers
+//! ([`Emit::micro`]): [`PIXELS`] output pixels × 4 vectors of accumulators, one broadcast
+//! input value at a time, weights read as FMA memory operands; the 16 input channels of a
+//! block are unrolled, the kernel's columns too, its rows and the input blocks are loops. The
+//! epilogue (bias, addend, nearest upsampling ×2^u, ReLU) is fused into the stores. The same
+//! microkernel does the Winograd GEMMs ([`super::wino`]).
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Signature, Value};
@@ -217,8 +217,7 @@ impl<'a, 'b> Emit<'a, 'b> {
         self.b.ins().band(v, m)
     }
 
-    /// `a · b + c`. On x86 the instruction overwrites `a` (`vfmadd213ps`), so a copy is made
-    /// unless this is `a`'s last use: pass the multiplicand with fewer uses first.
+    /// `a · b + c` (one instruction with FMA, else `fmul` + `fadd`).
     pub(super) fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
         if self.t.fma {
             self.b.ins().fma(a, b, c)
@@ -261,14 +260,12 @@ impl<'a, 'b> Emit<'a, 'b> {
     /// p · a_px`, 16 channels each, of which the first `nic` are used), 4 vectors `v` of
     /// output channels (weights at `w + w_off`, 16 floats per input channel).
     ///
-    /// Laid out for x86's `vfmadd213ps`/`vfmadd132ps`, which overwrite one multiplicand, so
-    /// that every overwritten operand dies there and no register copies are needed: per pixel
-    /// the input value is broadcast straight from memory, the first three weight vectors are
-    /// loaded one ahead of their FMA (a load in between keeps cranelift from folding them into
-    /// the FMA, so the weight is the operand overwritten), and the last one is folded into the
-    /// FMA as a memory operand, overwriting the broadcast at its last use. With [`PIXELS`] = 3
-    /// that is 12 accumulators (12 independent FMA chains, enough to hide the FMA latency)
-    /// + 1 broadcast + 2 weights = 15 xmm registers.
+    /// With [`PIXELS`] = 3 that is 12 accumulators, i.e. 12 independent FMA chains (enough to
+    /// hide the FMA latency at two per cycle), plus one broadcast input value and one
+    /// temporary: 14 of the 16 xmm registers. Each weight vector is read by its
+    /// FMA as a memory operand (an L1 hit). x86's `vfmadd132ps` overwrites a register
+    /// multiplicand, here the broadcast, so cranelift copies it before each use but the last
+    /// (a register move, which the CPU eliminates at rename).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn micro(
         &mut self,
@@ -287,28 +284,12 @@ impl<'a, 'b> Emit<'a, 'b> {
                 let off = a_off + pi as i64 * a_px + i as i64 * FS;
                 let s = self.b.ins().load(types::F32, flags(), a, off as i32);
                 let bc = self.b.ins().splat(F4, s);
-                // Weight loads are marked as possibly trapping (they never do): cranelift then
-                // keeps them in order and folds only the one directly before its FMA.
-                let ordered = MemFlagsData::new();
-                let mut wv = self.b.ins().load(F4, ordered, w, wi as i32);
                 for v in 0..4 {
-                    let next = if v < 3 {
-                        let off = wi + (v as i64 + 1) * 16;
-                        Some(self.b.ins().load(F4, ordered, w, off as i32))
-                    } else {
-                        None
-                    };
+                    let wv = self.load4(w, wi + v as i64 * 16);
                     let acc = accs[pi * 4 + v];
                     let x = self.b.use_var(acc);
-                    let n = if v < 3 {
-                        self.fma(wv, bc, x)
-                    } else {
-                        self.fma(bc, wv, x)
-                    };
+                    let n = self.fma(bc, wv, x);
                     self.b.def_var(acc, n);
-                    if let Some(nx) = next {
-                        wv = nx;
-                    }
                 }
             }
         }

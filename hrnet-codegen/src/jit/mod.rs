@@ -8,13 +8,14 @@
 //! without it every `fma` would be a library call) and keeps one resolved call per step. The
 //! plan's decisions are kept as they are: activation layout, arena offsets, step order, fused
 //! epilogues, in-place updates. Only the algorithm and weight layout of convolutions are the
-//! JIT's own ([`pack`]): Winograd F(2×2, 3×3) ([`wino`]) for 3×3 stride-1 convs with even
-//! output sizes (cranelift's 128-bit vectors make F(4×4)'s larger transforms less attractive),
-//! direct otherwise, one contiguous run of weights per 16-channel output block.
+//! JIT's own ([`pack`]): Winograd F(4×4, 3×3) or F(2×2, 3×3) ([`wino`]) for 3×3 stride-1
+//! convs whose output sizes allow whole tiles, direct otherwise, one contiguous run of weights
+//! per 16-channel output block.
 //!
 //! [`JitModel::run`] checks the caller's buffers, then executes the calls: each generated
-//! function handles one task (a channel block, or an output block × a range of rows) and the
-//! tasks of a step are spread over the scratch's thread pool. Nothing is allocated per run;
+//! function handles one task (a channel block, an output block × a range of rows, or a group
+//! of Winograd tiles × a range of output blocks) and the tasks of a step are spread over the
+//! scratch's thread pool. Nothing is allocated per run;
 //! the only Rust on the hot path is this dispatch loop.
 
 mod engine;
