@@ -2,13 +2,13 @@
 //! machine code at load time, no rustc involved.
 //!
 //! [`JitModel::compile`] walks the plan's steps and generates, as cranelift IR, one function per
-//! distinct kernel shape ([`gen`]: direct convolutions with f32x4 FMA, register blocking and
+//! distinct kernel shape (`gen`: direct convolutions with f32x4 FMA, register blocking and
 //! the fused epilogue, the exchange units' adds, copies, halo zeroing and the NCHW
 //! conversions), compiles them with the host's ISA flags (FMA enabled when the CPU has it:
 //! without it every `fma` would be a library call) and keeps one resolved call per step. The
 //! plan's decisions are kept as they are: activation layout, arena offsets, step order, fused
 //! epilogues, in-place updates. Only the algorithm and weight layout of convolutions are the
-//! JIT's own ([`pack`]): Winograd F(4×4, 3×3) or F(2×2, 3×3) ([`wino`]) for 3×3 stride-1
+//! JIT's own (`pack`): Winograd F(4×4, 3×3) or F(2×2, 3×3) (`wino`) for 3×3 stride-1
 //! convs whose output sizes allow whole tiles, direct otherwise, one contiguous run of weights
 //! per 16-channel output block.
 //!
