@@ -3,6 +3,8 @@
 //! seeded random weights, reduced input size), at 1 and 2 threads, with cranelift's verifier
 //! on. Tolerance everywhere: max |out − expected| ≤ 1e-4 · max |expected|.
 
+#![cfg(feature = "jit")]
+
 use hrnet_codegen::jit::{JitModel, JitOptions, JitRunError};
 use hrnet_codegen::{driver, exec, plan};
 use hrnet_ir::interp;
