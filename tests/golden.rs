@@ -23,10 +23,10 @@ fn check(path: &std::path::Path) {
 
 #[test]
 fn official_configs() {
-    insta::glob!("data/configs", "**/*.yaml", |path| check(path));
+    insta::glob!("data/configs", "**/*.yaml", check);
 }
 
 #[test]
 fn fixture_configs() {
-    insta::glob!("data", "*/config.yaml", |path| check(path));
+    insta::glob!("data", "*/config.yaml", check);
 }

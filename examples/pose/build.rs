@@ -10,9 +10,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=HRNET_CONFIG");
     let config = match std::env::var_os("HRNET_CONFIG") {
         Some(c) => PathBuf::from(c),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/configs/pose/w32_256x192_adam_lr1e-3.yaml"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/configs/pose/w32_256x192_adam_lr1e-3.yaml"),
     };
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("model.rs");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("model.rs");
     if let Err(e) = Builder::new(&config).out_file(out).compile() {
         eprintln!("error: {e}");
         std::process::exit(1);

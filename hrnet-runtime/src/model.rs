@@ -27,8 +27,20 @@ pub struct ConvParams<'a> {
 
 impl<'a> ConvParams<'a> {
     /// All fields, in declaration order (for tables in generated code).
-    pub const fn new(key: &'a str, bias: bool, bn: Option<&'a str>, spec: ConvSpec, packed_offset: usize) -> Self {
-        ConvParams { key, bias, bn, spec, packed_offset }
+    pub const fn new(
+        key: &'a str,
+        bias: bool,
+        bn: Option<&'a str>,
+        spec: ConvSpec,
+        packed_offset: usize,
+    ) -> Self {
+        ConvParams {
+            key,
+            bias,
+            bn,
+            spec,
+            packed_offset,
+        }
     }
 
     /// This conv's slice of the packed weight buffer.
@@ -45,7 +57,10 @@ pub fn tensor_specs(convs: &[ConvParams<'_>]) -> Vec<TensorSpec> {
     let mut v = Vec::new();
     for c in convs {
         let s = &c.spec;
-        v.push(TensorSpec::new(format!("{}.weight", c.key), [s.cout, s.cin, s.k, s.k]));
+        v.push(TensorSpec::new(
+            format!("{}.weight", c.key),
+            [s.cout, s.cin, s.k, s.k],
+        ));
         if c.bias {
             v.push(TensorSpec::new(format!("{}.bias", c.key), [s.cout]));
         }
@@ -96,7 +111,11 @@ pub fn pack_weights(
                 let (gamma, beta, mean, var) = (next(), next(), next(), next());
                 for o in 0..s.cout {
                     let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
-                    w_folded.extend(w[o * per_out..(o + 1) * per_out].iter().map(|&x| (f64::from(x) * scale) as f32));
+                    w_folded.extend(
+                        w[o * per_out..(o + 1) * per_out]
+                            .iter()
+                            .map(|&x| (f64::from(x) * scale) as f32),
+                    );
                     let b0 = bias.map_or(0.0, |b| f64::from(b[o]));
                     b_folded.push(((b0 - f64::from(mean[o])) * scale + f64::from(beta[o])) as f32);
                 }
@@ -139,7 +158,11 @@ impl Scratch {
     /// Working memory for a model with the given arena and per-thread scratch sizes.
     pub fn new(arena_len: usize, scratch_per_thread: usize, threads: usize) -> Scratch {
         let ctx = Ctx::new(threads.max(1));
-        Scratch { arena: vec![0.0; arena_len], tiles: vec![0.0; scratch_per_thread * ctx.threads()], ctx }
+        Scratch {
+            arena: vec![0.0; arena_len],
+            tiles: vec![0.0; scratch_per_thread * ctx.threads()],
+            ctx,
+        }
     }
 }
 
@@ -177,8 +200,16 @@ pub enum RunError {
 /// # Panics
 /// If the ranges overlap or leave the arena (a plan bug).
 pub fn split2(arena: &mut [f32], src: Range<usize>, dst: Range<usize>) -> (&[f32], &mut [f32]) {
-    assert!(src.end <= arena.len() && dst.end <= arena.len() && src.start <= src.end && dst.start <= dst.end);
-    assert!(src.end <= dst.start || dst.end <= src.start, "split2: overlapping ranges");
+    assert!(
+        src.end <= arena.len()
+            && dst.end <= arena.len()
+            && src.start <= src.end
+            && dst.start <= dst.end
+    );
+    assert!(
+        src.end <= dst.start || dst.end <= src.start,
+        "split2: overlapping ranges"
+    );
     let p = arena.as_mut_ptr();
     // SAFETY: both ranges lie inside `arena` and do not overlap, so one shared and one
     // mutable borrow of them cannot alias; both live no longer than the borrow of `arena`.
@@ -195,12 +226,20 @@ pub fn split2(arena: &mut [f32], src: Range<usize>, dst: Range<usize>) -> (&[f32
 ///
 /// # Panics
 /// If `dst` overlaps `a` or `b`, or a range leaves the arena (a plan bug).
-pub fn split3(arena: &mut [f32], a: Range<usize>, b: Range<usize>, dst: Range<usize>) -> (&[f32], &[f32], &mut [f32]) {
+pub fn split3(
+    arena: &mut [f32],
+    a: Range<usize>,
+    b: Range<usize>,
+    dst: Range<usize>,
+) -> (&[f32], &[f32], &mut [f32]) {
     for r in [&a, &b, &dst] {
         assert!(r.start <= r.end && r.end <= arena.len());
     }
     for r in [&a, &b] {
-        assert!(r.end <= dst.start || dst.end <= r.start, "split3: overlapping ranges");
+        assert!(
+            r.end <= dst.start || dst.end <= r.start,
+            "split3: overlapping ranges"
+        );
     }
     let p = arena.as_mut_ptr();
     // SAFETY: all ranges lie inside `arena`; `dst` overlaps neither shared view, so the one

@@ -30,7 +30,11 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { threads: 1, runs: 20, ..Args::default() };
+    let mut a = Args {
+        threads: 1,
+        runs: 20,
+        ..Args::default()
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -39,7 +43,11 @@ fn parse_args() -> Result<Args, String> {
             "--input" => a.input = Some(value()?.into()),
             "--output" => a.output = Some(value()?.into()),
             "--images" => a.images = Some(value()?.into()),
-            "--threads" => a.threads = value()?.parse().map_err(|_| "--threads: expected a number")?,
+            "--threads" => {
+                a.threads = value()?
+                    .parse()
+                    .map_err(|_| "--threads: expected a number")?
+            }
             "--runs" => a.runs = value()?.parse().map_err(|_| "--runs: expected a number")?,
             "--flip" => a.flip = true,
             "--bench" => a.bench = true,
@@ -53,7 +61,8 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: hrnet-example-pose --weights W --input in.npy --output out.npy [--threads N]
+const USAGE: &str =
+    "usage: hrnet-example-pose --weights W --input in.npy --output out.npy [--threads N]
        hrnet-example-pose --weights W --images DIR [--flip] [--threads N]
        hrnet-example-pose --bench [--weights W] [--threads N] [--runs R]";
 
@@ -70,7 +79,8 @@ fn main() -> ExitCode {
 fn run(a: &Args) -> Result<(), String> {
     let m = match &a.weights {
         Some(w) => model::Model::load(w).map_err(|e| format!("{}: {e}", w.display()))?,
-        None if a.bench => model::Model::from_checkpoint(&random_weights(), Default::default()).map_err(|e| e.to_string())?,
+        None if a.bench => model::Model::from_checkpoint(&random_weights(), Default::default())
+            .map_err(|e| e.to_string())?,
         None => return Err(format!("--weights is required\n{USAGE}")),
     };
     if a.bench {
@@ -80,16 +90,23 @@ fn run(a: &Args) -> Result<(), String> {
         return images(&m, dir, a.flip, a.threads);
     }
     let (Some(input), Some(output)) = (&a.input, &a.output) else {
-        return Err(format!("give --input and --output, --images, or --bench\n{USAGE}"));
+        return Err(format!(
+            "give --input and --output, --images, or --bench\n{USAGE}"
+        ));
     };
     let (shape, x) = npy::read_f32(input).map_err(|e| format!("{}: {e}", input.display()))?;
     if shape != model::INPUT_SHAPE {
-        return Err(format!("{}: shape {shape:?}, the network takes {:?}", input.display(), model::INPUT_SHAPE));
+        return Err(format!(
+            "{}: shape {shape:?}, the network takes {:?}",
+            input.display(),
+            model::INPUT_SHAPE
+        ));
     }
     let mut y = vec![0f32; model::OUTPUT_SHAPE.iter().product()];
     let mut scratch = m.scratch(a.threads);
     m.run(&x, &mut y, &mut scratch).map_err(|e| e.to_string())?;
-    npy::write_f32(output, &model::OUTPUT_SHAPE, &y).map_err(|e| format!("{}: {e}", output.display()))
+    npy::write_f32(output, &model::OUTPUT_SHAPE, &y)
+        .map_err(|e| format!("{}: {e}", output.display()))
 }
 
 fn bench(m: &model::Model, threads: usize, runs: usize) -> Result<(), String> {
@@ -121,16 +138,33 @@ fn images(m: &model::Model, dir: &Path, flip: bool, threads: usize) -> Result<()
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| matches!(x.to_ascii_lowercase().to_str(), Some("jpg" | "jpeg" | "png"))))
+        .filter(|p| {
+            p.extension().is_some_and(|x| {
+                matches!(
+                    x.to_ascii_lowercase().to_str(),
+                    Some("jpg" | "jpeg" | "png")
+                )
+            })
+        })
         .collect();
     files.sort();
     let mut est = PoseEstimator::new(m.session(threads)).map_err(|e| e.to_string())?;
     for f in files {
         let img = pose::load_rgb(&f).map_err(|e| e.to_string())?;
         let boxes = [BoxXywh::whole_image(img.width(), img.height())];
-        let people = est.estimate(&img, &boxes, flip).map_err(|e| format!("{}: {e}", f.display()))?;
-        let kps: Vec<String> = people[0].keypoints.iter().map(|k| format!("[{:.2},{:.2},{:.4}]", k.x, k.y, k.score)).collect();
-        println!("{{\"image\":{:?},\"keypoints\":[{}]}}", f.display().to_string(), kps.join(","));
+        let people = est
+            .estimate(&img, &boxes, flip)
+            .map_err(|e| format!("{}: {e}", f.display()))?;
+        let kps: Vec<String> = people[0]
+            .keypoints
+            .iter()
+            .map(|k| format!("[{:.2},{:.2},{:.4}]", k.x, k.y, k.score))
+            .collect();
+        println!(
+            "{{\"image\":{:?},\"keypoints\":[{}]}}",
+            f.display().to_string(),
+            kps.join(",")
+        );
     }
     Ok(())
 }
@@ -150,9 +184,28 @@ fn random_weights() -> Checkpoint {
         .map(|t| {
             let n: usize = t.shape.iter().product();
             let var = t.name.ends_with("running_var");
-            let scale = if t.shape.len() == 4 { (2.0 / t.shape[1..].iter().product::<usize>() as f32).sqrt() } else { 0.1 };
-            let data: Vec<f32> = (0..n).map(|_| if var { 0.5 + next() } else { (next() - 0.5) * scale }).collect();
-            (t.name, Tensor { shape: t.shape, dtype: weights::DType::F32, data: TensorData::F32(data) })
+            let scale = if t.shape.len() == 4 {
+                (2.0 / t.shape[1..].iter().product::<usize>() as f32).sqrt()
+            } else {
+                0.1
+            };
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    if var {
+                        0.5 + next()
+                    } else {
+                        (next() - 0.5) * scale
+                    }
+                })
+                .collect();
+            (
+                t.name,
+                Tensor {
+                    shape: t.shape,
+                    dtype: weights::DType::F32,
+                    data: TensorData::F32(data),
+                },
+            )
         })
         .collect();
     Checkpoint::new(Format::Safetensors, false, tensors).expect("tensor names are unique")

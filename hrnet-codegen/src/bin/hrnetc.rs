@@ -420,7 +420,7 @@ fn parse_box(s: &str) -> Result<BoxXywh> {
             v.len()
         )
     };
-    if !(w > 0.0 && h > 0.0) || !v.iter().all(|c| c.is_finite()) {
+    if w <= 0.0 || h <= 0.0 || !v.iter().all(|c| c.is_finite()) {
         bail!("--box {s}: width and height must be positive and finite");
     }
     Ok(BoxXywh::new(x, y, w, h))
