@@ -297,3 +297,70 @@ fn reference_engine_end_to_end_with_keypoints() {
         "expected four numbers",
     );
 }
+
+/// Every engine through the command line, as a user runs it: the JIT (the default), the
+/// AOT engine (emit, build with cargo in the cache, run), and `bench`'s JSON line.
+#[test]
+fn jit_and_aot_engines_end_to_end() {
+    let dir = data().join("tiny_pose");
+    let (_, e) = hrnet_runtime::npy::read_f32(dir.join("expected.npy")).unwrap();
+    let max = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for engine in ["jit", "aot"] {
+        let out = tmp(&format!("tiny-{engine}.npy"));
+        let r = hrnetc(&[
+            "run",
+            s(&dir.join("config.yaml")),
+            "--weights",
+            s(&dir.join("weights_legacy_cuda.pth")),
+            "--input",
+            s(&dir.join("input.npy")),
+            "--output",
+            s(&out),
+            "--engine",
+            engine,
+            "--threads",
+            "2",
+        ]);
+        assert!(
+            r.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let (_, y) = hrnet_runtime::npy::read_f32(&out).unwrap();
+        let diff = y
+            .iter()
+            .zip(&e)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-4 * max, "{engine}: {diff}");
+        let b = hrnetc(&[
+            "bench",
+            s(&dir.join("config.yaml")),
+            "--engine",
+            engine,
+            "--runs",
+            "3",
+        ]);
+        let line = String::from_utf8_lossy(&b.stdout);
+        assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+        assert!(
+            line.starts_with(&format!(
+                "{{\"engine\":\"{engine}\",\"threads\":1,\"median_ms\":"
+            )),
+            "{line}"
+        );
+        assert!(line.trim_end().ends_with("\"runs\":3}"), "{line}");
+    }
+    // The default engine is the JIT.
+    let out = tmp("tiny-default.npy");
+    let r = hrnetc(&[
+        "run",
+        s(&dir.join("config.yaml")),
+        "--weights",
+        s(&dir.join("weights.pth")),
+        "--input",
+        s(&dir.join("input.npy")),
+        "--output",
+        s(&out),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
