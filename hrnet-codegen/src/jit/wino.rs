@@ -15,8 +15,9 @@
 //!    `Y = Aᵀ M A` and the fused epilogue.
 //!
 //! Packed weights (after the bias): `U = G g Gᵀ` computed in f64 (see [`super::pack`]), laid
-//! out `[ob][ξ][icb][16 ic][16 oc]`. Matrices (Lavin & Gray): F(2×2) with points 0, ±1, ∞;
-//! F(4×4) with 0, ±1, ±2, ∞.
+//! out `[ob][ξ][icb][16 ic][16 oc]`. Matrices: F(2×2) with points 0, ±1, ∞ (Lavin & Gray);
+//! F(4×4) with 0, 1, −1, 1/2, −2, ∞, about half the rounding error of Lavin & Gray's 0, ±1,
+//! ±2, ∞ (Barabasz et al. 2020; ±1/2 alone would not help, it mirrors ±2).
 
 use super::gen::{block_base, ConvKernel, Emit, F4, FS, PIXELS, PX};
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -114,40 +115,46 @@ fn kfma(e: &mut Emit<'_, '_>, k: f32, x: Value, y: Value) -> Value {
     e.fma(c, x, y)
 }
 
-/// One dimension of `Bᵀ d B` for F(4×4).
+/// One dimension of `Bᵀ d B` for F(4×4) (rows of `Bᵀ`: `[1, −3/2, −2, 3/2, 1, 0]`,
+/// `[0, −2, 1, 5, 2, 0]`, `[0, 2, −5, 1, 2, 0]`, `[0, −2, −1, 2, 1, 0]`, `[0, −1, 2, 1, −2, 0]`,
+/// `[0, 1, −3/2, −2, 3/2, 1]`).
 fn bt4(e: &mut Emit<'_, '_>, d: &[Value]) -> Vec<Value> {
     let add = |e: &mut Emit<'_, '_>, a, b| e.b.ins().fadd(a, b);
     let sub = |e: &mut Emit<'_, '_>, a, b| e.b.ins().fsub(a, b);
-    let t0 = kfma(e, -5.0, d[2], d[4]);
-    let r0 = kfma(e, 4.0, d[0], t0);
-    let s12 = add(e, d[1], d[2]);
-    let s34 = add(e, d[3], d[4]);
-    let r1 = kfma(e, -4.0, s12, s34);
-    let d12 = sub(e, d[1], d[2]);
-    let d43 = sub(e, d[4], d[3]);
-    let r2 = kfma(e, 4.0, d12, d43);
-    let d31 = sub(e, d[3], d[1]);
-    let d42 = sub(e, d[4], d[2]);
-    let r3 = kfma(e, 2.0, d31, d42);
-    let d13 = sub(e, d[1], d[3]);
-    let r4 = kfma(e, 2.0, d13, d42);
-    let t5 = kfma(e, -5.0, d[3], d[5]);
-    let r5 = kfma(e, 4.0, d[1], t5);
+    let a = sub(e, d[4], d[2]);
+    let b = sub(e, d[3], d[1]);
+    let s04 = add(e, d[0], d[4]);
+    let t0 = kfma(e, -2.0, d[2], s04);
+    let r0 = kfma(e, 1.5, b, t0);
+    let t1 = kfma(e, 5.0, d[3], d[2]);
+    let d41 = sub(e, d[4], d[1]);
+    let r1 = kfma(e, 2.0, d41, t1);
+    let t2 = kfma(e, -5.0, d[2], d[3]);
+    let s14 = add(e, d[1], d[4]);
+    let r2 = kfma(e, 2.0, s14, t2);
+    let r3 = kfma(e, 2.0, b, a);
+    let r4 = kfma(e, -2.0, a, b);
+    let s15 = add(e, d[1], d[5]);
+    let t5 = kfma(e, -2.0, d[3], s15);
+    let r5 = kfma(e, 1.5, a, t5);
     vec![r0, r1, r2, r3, r4, r5]
 }
 
-/// One dimension of `Aᵀ M A` for F(4×4).
+/// One dimension of `Aᵀ M A` for F(4×4) (rows of `Aᵀ`: `[1, 1, 1, 8, 1, 0]`,
+/// `[0, 1, −1, 4, −2, 0]`, `[0, 1, 1, 2, 4, 0]`, `[0, 1, −1, 1, −8, 1]`).
 fn at4(e: &mut Emit<'_, '_>, m: &[Value]) -> Vec<Value> {
     let s12 = e.b.ins().fadd(m[1], m[2]);
     let d12 = e.b.ins().fsub(m[1], m[2]);
-    let s34 = e.b.ins().fadd(m[3], m[4]);
-    let d34 = e.b.ins().fsub(m[3], m[4]);
-    let r0 = e.b.ins().fadd(m[0], s12);
-    let r0 = e.b.ins().fadd(r0, s34);
-    let r1 = kfma(e, 2.0, d34, d12);
-    let r2 = kfma(e, 4.0, s34, s12);
-    let r3 = kfma(e, 8.0, d34, d12);
-    let r3 = e.b.ins().fadd(r3, m[5]);
+    let t0 = e.b.ins().fadd(m[0], s12);
+    let t0 = e.b.ins().fadd(t0, m[4]);
+    let r0 = kfma(e, 8.0, m[3], t0);
+    let t1 = kfma(e, -2.0, m[4], d12);
+    let r1 = kfma(e, 4.0, m[3], t1);
+    let t2 = kfma(e, 4.0, m[4], s12);
+    let r2 = kfma(e, 2.0, m[3], t2);
+    let t3 = e.b.ins().fadd(d12, m[3]);
+    let t3 = e.b.ins().fadd(t3, m[5]);
+    let r3 = kfma(e, -8.0, m[4], t3);
     vec![r0, r1, r2, r3]
 }
 

@@ -21,7 +21,10 @@
 //! That pays on small maps with many channels, where each transformed weight serves few tiles
 //! and the weights must come from DRAM (in a whole network they are not cache-resident).
 //!
-//! Matrices (Lavin & Gray): F(4×4) with points 0, ±1, ±2 and ∞; F(2×2) with 0, ±1, ∞.
+//! Matrices: F(2×2) with points 0, ±1, ∞ (Lavin & Gray); F(4×4) with 0, 1, −1, 1/2, −2, ∞,
+//! about half the rounding error of Lavin & Gray's 0, ±1, ±2, ∞ (Barabasz et al., "Error
+//! analysis and improving the accuracy of Winograd convolution for deep neural networks",
+//! 2020). ±1/2 alone would not help: it mirrors ±2 (x → 1/x reverses the transforms).
 
 use super::conv::{group, microkernel, n_groups, pack_grouped, strips, Algo, ConvSpec, Out, Strip};
 use super::layout::{ActShape, BLOCK};
@@ -69,11 +72,11 @@ const G2: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 const G4: [[f64; 3]; 6] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [1.0, 0.0, 0.0],
+    [1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [-2.0 / 15.0, -1.0 / 15.0, -1.0 / 30.0],
+    [-1.0 / 30.0, 1.0 / 15.0, -2.0 / 15.0],
     [0.0, 0.0, 1.0],
 ];
 
@@ -109,40 +112,42 @@ pub(crate) fn pack(cin: usize, cout: usize, m: usize, weight: &[f32], out: &mut 
     }
 }
 
-/// 1-D F(4×4) input transform `Bᵀ d`.
+/// 1-D F(4×4) input transform `Bᵀ d` (rows of `Bᵀ`: `[1, −3/2, −2, 3/2, 1, 0]`,
+/// `[0, −2, 1, 5, 2, 0]`, `[0, 2, −5, 1, 2, 0]`, `[0, −2, −1, 2, 1, 0]`, `[0, −1, 2, 1, −2, 0]`,
+/// `[0, 1, −3/2, −2, 3/2, 1]`).
 #[inline(always)]
 unsafe fn bt4<V: Vf>(d: [V; 6]) -> [V; 6] {
     // SAFETY: register arithmetic only (the ISA is available per the `Vf` contract).
     unsafe {
-        let c4 = V::splat(4.0);
-        let c5 = V::splat(-5.0);
-        let m4 = V::splat(-4.0);
         let c2 = V::splat(2.0);
+        let m2 = V::splat(-2.0);
+        let h3 = V::splat(1.5);
+        let a = V::sub(d[4], d[2]);
+        let b = V::sub(d[3], d[1]);
         [
-            V::fma(c4, d[0], V::fma(c5, d[2], d[4])),
-            V::fma(m4, V::add(d[1], d[2]), V::add(d[3], d[4])),
-            V::fma(c4, V::sub(d[1], d[2]), V::sub(d[4], d[3])),
-            V::fma(c2, V::sub(d[3], d[1]), V::sub(d[4], d[2])),
-            V::fma(c2, V::sub(d[1], d[3]), V::sub(d[4], d[2])),
-            V::fma(c4, d[1], V::fma(c5, d[3], d[5])),
+            V::fma(h3, b, V::fma(m2, d[2], V::add(d[0], d[4]))),
+            V::fma(c2, V::sub(d[4], d[1]), V::fma(V::splat(5.0), d[3], d[2])),
+            V::fma(c2, V::add(d[1], d[4]), V::fma(V::splat(-5.0), d[2], d[3])),
+            V::fma(c2, b, a),
+            V::fma(m2, a, b),
+            V::fma(h3, a, V::fma(m2, d[3], V::add(d[1], d[5]))),
         ]
     }
 }
 
-/// 1-D F(4×4) output transform `Aᵀ m`.
+/// 1-D F(4×4) output transform `Aᵀ m` (rows of `Aᵀ`: `[1, 1, 1, 8, 1, 0]`,
+/// `[0, 1, −1, 4, −2, 0]`, `[0, 1, 1, 2, 4, 0]`, `[0, 1, −1, 1, −8, 1]`).
 #[inline(always)]
 unsafe fn at4<V: Vf>(m: [V; 6]) -> [V; 4] {
     // SAFETY: register arithmetic only.
     unsafe {
         let s12 = V::add(m[1], m[2]);
         let d12 = V::sub(m[1], m[2]);
-        let s34 = V::add(m[3], m[4]);
-        let d34 = V::sub(m[3], m[4]);
         [
-            V::add(V::add(m[0], s12), s34),
-            V::fma(V::splat(2.0), d34, d12),
-            V::fma(V::splat(4.0), s34, s12),
-            V::add(V::fma(V::splat(8.0), d34, d12), m[5]),
+            V::fma(V::splat(8.0), m[3], V::add(V::add(m[0], s12), m[4])),
+            V::fma(V::splat(4.0), m[3], V::fma(V::splat(-2.0), m[4], d12)),
+            V::fma(V::splat(2.0), m[3], V::fma(V::splat(4.0), m[4], s12)),
+            V::fma(V::splat(-8.0), m[4], V::add(V::add(d12, m[3]), m[5])),
         ]
     }
 }
@@ -353,26 +358,21 @@ unsafe fn wino_input<V: Vf, const M: usize>(j: &WinoJob, t0: usize, nt: usize, v
     }
 }
 
-/// 1-D `G g` for F(4×4) (6 outputs from 3 taps).
+/// 1-D `G g` for F(4×4) (6 outputs from 3 taps; rows of `G` in [`G4`]).
 #[inline(always)]
 unsafe fn g4<V: Vf>(g: [V; 3]) -> [V; 6] {
     // SAFETY: register arithmetic only.
     unsafe {
         let s02 = V::add(g[0], g[2]);
-        let p = V::mul(V::splat(-1.0 / 6.0), V::add(s02, g[1]));
-        let q = V::mul(V::splat(-1.0 / 6.0), V::sub(s02, g[1]));
-        let a = V::fma(
-            V::splat(1.0 / 24.0),
-            g[0],
-            V::mul(V::splat(1.0 / 6.0), g[2]),
-        );
-        let b = V::mul(V::splat(1.0 / 12.0), g[1]);
+        let b = V::mul(V::splat(1.0 / 15.0), g[1]);
+        let nb = V::mul(V::splat(-1.0 / 15.0), g[1]);
+        let (k2, k1) = (V::splat(-2.0 / 15.0), V::splat(-1.0 / 30.0));
         [
-            V::mul(V::splat(0.25), g[0]),
-            p,
-            q,
-            V::add(a, b),
-            V::sub(a, b),
+            g[0],
+            V::mul(V::splat(1.0 / 6.0), V::add(s02, g[1])),
+            V::mul(V::splat(-1.0 / 6.0), V::sub(s02, g[1])),
+            V::fma(k2, g[0], V::fma(k1, g[2], nb)),
+            V::fma(k1, g[0], V::fma(k2, g[2], b)),
             g[2],
         ]
     }
