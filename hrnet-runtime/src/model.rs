@@ -84,21 +84,21 @@ pub enum LoadError {
     Bind(#[from] BindError),
 }
 
-/// Binds `ckpt` strictly against `convs`, folds each BatchNorm into its conv (in f64) and
-/// packs everything into one buffer of `packed_len` floats.
-pub fn pack_weights(
+/// Binds `ckpt` strictly against `convs`, folds each BatchNorm into its conv (in f64), and
+/// hands every conv's index, folded OIHW weights and bias (`cout` floats) to `each`, in order.
+/// Every engine's packer is built on this, so all fold the same way.
+pub fn fold_each(
     ckpt: &Checkpoint,
     convs: &[ConvParams<'_>],
-    packed_len: usize,
     opts: BindOptions,
-) -> Result<Vec<f32>, BindError> {
+    mut each: impl FnMut(usize, &[f32], &[f32]),
+) -> Result<(), BindError> {
     let specs = tensor_specs(convs);
     let bound = ckpt.bind(&specs, opts)?;
     let mut tensors = bound.iter();
-    let mut packed = vec![0f32; packed_len];
     let mut w_folded = Vec::new();
     let mut b_folded = Vec::new();
-    for c in convs {
+    for (i, c) in convs.iter().enumerate() {
         let s = &c.spec;
         let mut next = || tensors.next().expect("bind returns one tensor per spec");
         let w = next();
@@ -122,12 +122,34 @@ pub fn pack_weights(
             }
             None => {
                 w_folded.extend_from_slice(w);
-                b_folded.extend(bias.map_or_else(|| vec![0.0; s.cout], <[f32]>::to_vec));
+                match bias {
+                    Some(b) => b_folded.extend_from_slice(b),
+                    None => b_folded.resize(s.cout, 0.0),
+                }
             }
         }
-        let dst = &mut packed[c.packed_offset..c.packed_offset + s.packed_len()];
-        s.pack(&w_folded, Some(&b_folded), dst);
+        each(i, &w_folded, &b_folded);
     }
+    Ok(())
+}
+
+/// Binds, folds (see [`fold_each`]) and packs every conv for hrnet-runtime's kernels into one
+/// buffer of `packed_len` floats.
+pub fn pack_weights(
+    ckpt: &Checkpoint,
+    convs: &[ConvParams<'_>],
+    packed_len: usize,
+    opts: BindOptions,
+) -> Result<Vec<f32>, BindError> {
+    let mut packed = vec![0f32; packed_len];
+    fold_each(ckpt, convs, opts, |i, w, b| {
+        let c = &convs[i];
+        c.spec.pack(
+            w,
+            Some(b),
+            &mut packed[c.packed_offset..c.packed_offset + c.spec.packed_len()],
+        );
+    })?;
     Ok(packed)
 }
 

@@ -11,7 +11,7 @@
 //! of memory and loads each row of 16 output channels as four f32x4 vectors.
 
 use hrnet_runtime::kernels::{ConvSpec, BLOCK};
-use hrnet_runtime::model::{tensor_specs, ConvParams, BN_EPS};
+use hrnet_runtime::model::ConvParams;
 use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 
 /// How the JIT runs one convolution.
@@ -128,48 +128,10 @@ pub(crate) fn pack(
     total: usize,
     opts: BindOptions,
 ) -> Result<Vec<f32>, BindError> {
-    let specs = tensor_specs(convs);
-    let bound = ckpt.bind(&specs, opts)?;
-    let mut tensors = bound.iter();
-    let mut next = move || tensors.next().unwrap_or(&[]);
     let mut packed = vec![0f32; total];
-    let mut w_folded = Vec::new();
-    let mut b_folded = Vec::new();
-    for ((c, j), &off) in convs.iter().zip(jit).zip(offsets) {
-        let s = &c.spec;
-        let w = next();
-        let bias = if c.bias { Some(next()) } else { None };
-        let per_out = s.cin * s.k * s.k;
-        w_folded.clear();
-        b_folded.clear();
-        match c.bn {
-            Some(_) => {
-                let (gamma, beta, mean, var) = (next(), next(), next(), next());
-                for o in 0..s.cout {
-                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
-                    w_folded.extend(
-                        w[o * per_out..(o + 1) * per_out]
-                            .iter()
-                            .map(|&x| (f64::from(x) * scale) as f32),
-                    );
-                    let b0 = bias.map_or(0.0, |b| f64::from(b[o]));
-                    b_folded.push(((b0 - f64::from(mean[o])) * scale + f64::from(beta[o])) as f32);
-                }
-            }
-            None => {
-                w_folded.extend_from_slice(w);
-                match bias {
-                    Some(b) => b_folded.extend_from_slice(b),
-                    None => b_folded.resize(s.cout, 0.0),
-                }
-            }
-        }
-        pack_one(
-            j,
-            &w_folded,
-            &b_folded,
-            &mut packed[off..off + packed_len(j)],
-        );
-    }
+    hrnet_runtime::model::fold_each(ckpt, convs, opts, |i, w, b| {
+        let (j, off) = (&jit[i], offsets[i]);
+        pack_one(j, w, b, &mut packed[off..off + packed_len(j)]);
+    })?;
     Ok(packed)
 }
