@@ -264,6 +264,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eng.run(&x, &mut y)?;
                     hrnet_runtime::npy::write_f32(&output, &[1, o.c, o.h, o.w], &y)
                         .with_context(|| format!("writing {}", output.display()))?;
+                    eprintln!(
+                        "{} engine: wrote {} (1x{}x{}x{})",
+                        engine.name(),
+                        output.display(),
+                        o.c,
+                        o.h,
+                        o.w
+                    );
                 }
                 (None, Some(image)) => {
                     let hrnet_ir::front::Task::Pose { num_joints, .. } = net.task else {
@@ -397,6 +405,17 @@ fn pose_image(
     let dataset = est.dataset();
     let json = people_json(&people, dataset);
     build_api::write_atomic(output, json.as_bytes())?;
+    eprintln!(
+        "wrote {}: {} {} with {} keypoints each",
+        output.display(),
+        people.len(),
+        if people.len() == 1 {
+            "person"
+        } else {
+            "people"
+        },
+        joints
+    );
     if let Some(path) = draw {
         let mut canvas = img.clone();
         let style = pose::DrawStyle::for_image(&canvas);
@@ -404,6 +423,7 @@ fn pose_image(
             pose::draw_keypoints(&mut canvas, &p.keypoints, dataset, &style);
         }
         pose::save_png(&canvas, path)?;
+        eprintln!("drew the skeletons into {}", path.display());
     }
     Ok(())
 }
