@@ -2,8 +2,9 @@
 //!
 //! It implements only the opcodes that `torch.save` writes for a state_dict or a training
 //! checkpoint (protocols 2–5), and knows only the globals such a pickle needs
-//! ([`Global`]). Any other global is refused with [`PickleErrorKind::RefusedGlobal`] the moment
-//! its `GLOBAL` / `STACK_GLOBAL` opcode is read, before anything could "call" it.
+//! ([`Global`]), plus the numpy-scalar globals of training checkpoints as inert placeholders.
+//! Any other global is refused with [`PickleErrorKind::RefusedGlobal`] the moment its
+//! `GLOBAL` / `STACK_GLOBAL` opcode is read, before anything could "call" it.
 //!
 //! **Nothing is ever executed.** A `REDUCE` of an allowed global only builds a value: a
 //! `_rebuild_tensor_v2` call becomes a [`TensorRef`] describing a view of a storage, a persistent
@@ -49,6 +50,10 @@ pub enum Global {
     RebuildParameter,
     /// A typed storage class such as `torch.FloatStorage`; only used inside persistent ids.
     Storage(DType),
+    /// A global that training checkpoints use for values no network reads — numpy scalars
+    /// (`perf`), their dtypes, and `_codecs.encode` for their bytes. "Calling" one builds an
+    /// inert [`Value::Opaque`]; nothing is looked up or run.
+    Inert(&'static str),
 }
 
 impl Global {
@@ -59,6 +64,11 @@ impl Global {
             ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
             ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
             ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
+            ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar") => {
+                Some(Global::Inert("numpy scalar"))
+            }
+            ("numpy", "dtype") => Some(Global::Inert("numpy.dtype")),
+            ("_codecs", "encode") => Some(Global::Inert("_codecs.encode")),
             ("torch", storage) => {
                 let dtype = match storage {
                     "FloatStorage" => DType::F32,
@@ -135,6 +145,9 @@ pub enum Value {
     Storage(Box<StorageRef>),
     /// A tensor view of a storage.
     Tensor(Box<TensorRef>),
+    /// The result of "calling" a [`Global::Inert`]: a value no network reads (a numpy
+    /// scalar such as a training checkpoint's `perf`), kept only as a placeholder.
+    Opaque(&'static str),
 }
 
 impl Value {
@@ -153,6 +166,7 @@ impl Value {
             Value::Global(_) => "global",
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
+            Value::Opaque(_) => "opaque",
         }
     }
 
@@ -702,11 +716,11 @@ impl<'a> Machine<'a> {
                     self.push_leaf(value)?;
                 }
                 // BUILD: setting state on an object. Nothing is called; for the values this
-                // reader builds (dicts, tensors) the state is dropped.
+                // reader builds (dicts, tensors, opaque placeholders) the state is dropped.
                 b'b' => {
                     let _state = self.pop()?;
                     let target = self.top_mut()?.value.type_name();
-                    if !matches!(target, "dict" | "tensor") {
+                    if !matches!(target, "dict" | "tensor" | "opaque") {
                         return Err(self.err(invalid(format!("BUILD on a {target}"))));
                     }
                 }
@@ -870,6 +884,7 @@ impl<'a> Machine<'a> {
                 let msg = format!("storage class {dtype} cannot be called");
                 Err(self.err(invalid(msg)))
             }
+            Global::Inert(name) => Ok(Value::Opaque(name)),
         }
     }
 
@@ -1024,6 +1039,30 @@ mod tests {
                 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19
             ])
         );
+    }
+
+    /// What `pickle.dumps({'perf': np.float64(0.5), 'epoch': 3}, protocol=2)` writes (made
+    /// once with Python and numpy): the official training checkpoints store `perf` like this.
+    #[test]
+    fn numpy_scalars_are_inert_placeholders() {
+        let v = parse_ok(b"\x80\x02\x7d\x71\x00\x28\x58\x04\x00\x00\x00\x70\x65\x72\x66\x71\x01\x63\x6e\x75\x6d\x70\x79\x2e\x5f\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\x61\x79\x0a\x73\x63\x61\x6c\x61\x72\x0a\x71\x02\x63\x6e\x75\x6d\x70\x79\x0a\x64\x74\x79\x70\x65\x0a\x71\x03\x58\x02\x00\x00\x00\x66\x38\x71\x04\x89\x88\x87\x71\x05\x52\x71\x06\x28\x4b\x03\x58\x01\x00\x00\x00\x3c\x71\x07\x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x08\x62\x63\x5f\x63\x6f\x64\x65\x63\x73\x0a\x65\x6e\x63\x6f\x64\x65\x0a\x71\x09\x58\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\xc3\xa0\x3f\x71\x0a\x58\x06\x00\x00\x00\x6c\x61\x74\x69\x6e\x31\x71\x0b\x86\x71\x0c\x52\x71\x0d\x86\x71\x0e\x52\x71\x0f\x58\x05\x00\x00\x00\x65\x70\x6f\x63\x68\x71\x10\x4b\x03\x75\x2e");
+        let Value::Dict(items) = v else {
+            panic!("not a dict: {v:?}")
+        };
+        assert_eq!(
+            items[0],
+            (Value::Str("perf".into()), Value::Opaque("numpy scalar"))
+        );
+        assert_eq!(items[1], (Value::Str("epoch".into()), Value::Int(3)));
+        // Other numpy and codecs globals stay refused.
+        assert!(matches!(
+            kind(b"\x80\x02cnumpy\nload\n."),
+            PickleErrorKind::RefusedGlobal { .. }
+        ));
+        assert!(matches!(
+            kind(b"\x80\x02c_codecs\ndecode\n."),
+            PickleErrorKind::RefusedGlobal { .. }
+        ));
     }
 
     #[test]
