@@ -10,7 +10,7 @@
 //! One output block's weights are contiguous, so a kernel call for block `ob` streams one run
 //! of memory and loads each row of 16 output channels as four f32x4 vectors.
 
-use hrnet_runtime::kernels::{ConvSpec, BLOCK};
+use hrnet_runtime::kernels::{ConvSpec, BLOCK, WINOGRAD_G2, WINOGRAD_G4};
 use hrnet_runtime::model::ConvParams;
 use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 
@@ -51,23 +51,6 @@ pub(crate) fn layout(convs: &[JitConv]) -> (Vec<usize>, usize) {
     (offsets, at)
 }
 
-/// `G` of F(2×2, 3×3) (points 0, ±1, ∞).
-const G2: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
-/// `G` of F(4×4, 3×3) (points 0, 1, −1, 1/2, −2, ∞; see [`super::wino`]).
-const G4: [[f64; 3]; 6] = [
-    [1.0, 0.0, 0.0],
-    [1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [-2.0 / 15.0, -1.0 / 15.0, -1.0 / 30.0],
-    [-1.0 / 30.0, 1.0 / 15.0, -2.0 / 15.0],
-    [0.0, 0.0, 1.0],
-];
-
 /// Writes OIHW `weight` (folded) and `bias` into `out` (exactly [`packed_len`] floats).
 fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let s = &c.spec;
@@ -80,7 +63,7 @@ fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let per_ob = icb * per_block_pair(c);
     if let Some(m) = c.winograd {
         // [ob][ξ][icb][16 ic][16 oc] of U = G g Gᵀ.
-        let g: &[[f64; 3]] = if m == 2 { &G2 } else { &G4 };
+        let g: &[[f64; 3]] = if m == 2 { &WINOGRAD_G2 } else { &WINOGRAD_G4 };
         let a = g.len();
         for oc in 0..cout {
             let (ob, l) = (oc / BLOCK, oc % BLOCK);

@@ -52,6 +52,7 @@ mod winograd;
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
 pub use pool::Pool;
+pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4};
 
 use std::sync::OnceLock;
 

@@ -64,14 +64,16 @@ pub(crate) const fn otf_chunk(spec: &ConvSpec, m: usize) -> usize {
     }
 }
 
-/// `G` for F(2×2) (4×3) and F(4×4) (6×3).
-const G2: [[f64; 3]; 4] = [
+/// `G` of F(2×2, 3×3), points 0, ±1, ∞ (4×3). Every engine's weight transform uses this one.
+pub const G2: [[f64; 3]; 4] = [
     [1.0, 0.0, 0.0],
     [0.5, 0.5, 0.5],
     [0.5, -0.5, 0.5],
     [0.0, 0.0, 1.0],
 ];
-const G4: [[f64; 3]; 6] = [
+/// `G` of F(4×4, 3×3), points 0, 1, −1, 1/2, −2, ∞ (6×3), with the scaling that keeps `Bᵀ`
+/// cheap folded in. Every engine's weight transform uses this one.
+pub const G4: [[f64; 3]; 6] = [
     [1.0, 0.0, 0.0],
     [1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
