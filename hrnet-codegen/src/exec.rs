@@ -17,27 +17,15 @@ pub fn execute(
     outputs: &mut [&mut [f32]],
     scratch: &mut Scratch,
 ) -> Result<(), RunError> {
-    let i = plan.input;
-    if input.len() != i.len() {
-        return Err(RunError::Input {
-            expected: [1, i.c, i.h, i.w],
-            actual: input.len(),
-        });
-    }
-    for (o, s) in outputs.iter().zip(&plan.outputs) {
-        if o.len() != s.len() {
-            return Err(RunError::Output {
-                expected: [1, s.c, s.h, s.w],
-                actual: o.len(),
-            });
-        }
-    }
-    if scratch.arena.len() != plan.arena_len {
-        return Err(RunError::Scratch {
-            expected: plan.arena_len,
-            actual: scratch.arena.len(),
-        });
-    }
+    crate::plan::check_buffers(
+        plan.input,
+        &plan.outputs,
+        plan.arena_len,
+        plan.scratch_per_thread,
+        input,
+        outputs,
+        scratch,
+    )?;
     let Scratch { arena, tiles, ctx } = scratch;
     let r = |v: usize| plan.values[v].offset..plan.values[v].offset + plan.values[v].len();
     for step in &plan.steps {

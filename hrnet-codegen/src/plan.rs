@@ -673,3 +673,46 @@ impl Plan {
         Ok(())
     }
 }
+
+/// Checks a run's buffers against what a plan was made for: the input and every output have
+/// the plan's lengths, and the scratch has the plan's arena and enough Winograd tiles for its
+/// thread count. Every engine that renders a plan calls this before running it.
+pub fn check_buffers(
+    input: Shape,
+    outputs: &[Shape],
+    arena_len: usize,
+    tiles_per_thread: usize,
+    x: &[f32],
+    ys: &[&mut [f32]],
+    scratch: &hrnet_runtime::model::Scratch,
+) -> Result<(), hrnet_runtime::model::RunError> {
+    use hrnet_runtime::model::RunError;
+    if x.len() != input.len() {
+        return Err(RunError::Input {
+            expected: [1, input.c, input.h, input.w],
+            actual: x.len(),
+        });
+    }
+    for (y, s) in ys.iter().zip(outputs) {
+        if y.len() != s.len() {
+            return Err(RunError::Output {
+                expected: [1, s.c, s.h, s.w],
+                actual: y.len(),
+            });
+        }
+    }
+    if scratch.arena.len() != arena_len {
+        return Err(RunError::Scratch {
+            expected: arena_len,
+            actual: scratch.arena.len(),
+        });
+    }
+    let tiles = tiles_per_thread * scratch.ctx.threads();
+    if scratch.tiles.len() < tiles {
+        return Err(RunError::Scratch {
+            expected: tiles,
+            actual: scratch.tiles.len(),
+        });
+    }
+    Ok(())
+}

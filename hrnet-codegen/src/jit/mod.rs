@@ -492,38 +492,15 @@ impl JitModel {
         outputs: &mut [&mut [f32]],
         scratch: &mut Scratch,
     ) -> Result<(), JitRunError> {
-        let i = self.input;
-        if input.len() != i.len() {
-            return Err(RunError::Input {
-                expected: [1, i.c, i.h, i.w],
-                actual: input.len(),
-            }
-            .into());
-        }
-        for (o, s) in outputs.iter().zip(&self.outputs) {
-            if o.len() != s.len() {
-                return Err(RunError::Output {
-                    expected: [1, s.c, s.h, s.w],
-                    actual: o.len(),
-                }
-                .into());
-            }
-        }
-        if scratch.arena.len() != self.arena_len {
-            return Err(RunError::Scratch {
-                expected: self.arena_len,
-                actual: scratch.arena.len(),
-            }
-            .into());
-        }
-        let tiles_needed = self.scratch_per_thread * scratch.ctx.threads();
-        if scratch.tiles.len() < tiles_needed {
-            return Err(RunError::Scratch {
-                expected: tiles_needed,
-                actual: scratch.tiles.len(),
-            }
-            .into());
-        }
+        crate::plan::check_buffers(
+            self.input,
+            &self.outputs,
+            self.arena_len,
+            self.scratch_per_thread,
+            input,
+            outputs,
+            scratch,
+        )?;
         if packed.len() != self.packed_len {
             return Err(JitRunError::Weights {
                 expected: self.packed_len,
