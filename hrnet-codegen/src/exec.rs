@@ -2,7 +2,8 @@
 //!
 //! This is what the generated Rust does, without generating it: the emitter writes exactly
 //! these calls with the offsets as constants. It serves tests (the plan and the kernels
-//! against the reference engine, in one process) and `hrnetc run --engine plan`.
+//! against the reference engine, in one process) and `hrnetc bench --profile`, which times
+//! each step (see [`crate::profile`]).
 
 use crate::plan::{Addend, Plan, Step};
 use hrnet_runtime::kernels::{self, eltwise, Epilogue};
@@ -17,6 +18,20 @@ pub fn execute(
     outputs: &mut [&mut [f32]],
     scratch: &mut Scratch,
 ) -> Result<(), RunError> {
+    execute_observed(plan, packed, input, outputs, scratch, |_| {})
+}
+
+/// [`execute`], calling `after_step(i)` when step `i` of `plan.steps` has finished (kernel
+/// calls return only when every thread is done). The observer is a generic parameter, so
+/// [`execute`]'s empty one costs nothing.
+pub fn execute_observed(
+    plan: &Plan,
+    packed: &[f32],
+    input: &[f32],
+    outputs: &mut [&mut [f32]],
+    scratch: &mut Scratch,
+    mut after_step: impl FnMut(usize),
+) -> Result<(), RunError> {
     crate::plan::check_buffers(
         plan.input,
         &plan.outputs,
@@ -28,7 +43,7 @@ pub fn execute(
     )?;
     let Scratch { arena, tiles, ctx } = scratch;
     let r = |v: usize| plan.values[v].offset..plan.values[v].offset + plan.values[v].len();
-    for step in &plan.steps {
+    for (i, step) in plan.steps.iter().enumerate() {
         match *step {
             Step::Input { dst } => {
                 kernels::from_nchw(plan.values[dst].shape, input, &mut arena[r(dst)])
@@ -92,6 +107,7 @@ pub fn execute(
                 }
             }
         }
+        after_step(i);
     }
     Ok(())
 }

@@ -10,3 +10,4 @@ pub mod exec;
 #[cfg(feature = "jit")]
 pub mod jit;
 pub mod plan;
+pub mod profile;

@@ -364,3 +364,38 @@ fn jit_and_aot_engines_end_to_end() {
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// `bench --profile`: the JSON line gains a per-kind profile, a table goes to stderr, and it
+/// refuses engines whose kernel calls it cannot time.
+#[test]
+fn bench_profile_reports_every_layer_kind() {
+    let config = data().join("tiny_pose/config.yaml");
+    let b = hrnetc(&[
+        "bench",
+        s(&config),
+        "--profile",
+        "--runs",
+        "2",
+        "--threads",
+        "2",
+    ]);
+    let (line, table) = (
+        String::from_utf8_lossy(&b.stdout),
+        String::from_utf8_lossy(&b.stderr),
+    );
+    assert!(b.status.success(), "{table}");
+    assert!(
+        line.starts_with("{\"engine\":\"aot\",\"threads\":2,\"median_ms\":"),
+        "{line}"
+    );
+    assert!(line.contains(",\"profile\":[{\"kind\":\"conv "), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        table.contains("GFLOP/s") && table.contains("layout in/out"),
+        "{table}"
+    );
+    fails(
+        &hrnetc(&["bench", s(&config), "--profile", "--engine", "reference"]),
+        "--profile times the AOT engine's kernel calls",
+    );
+}

@@ -139,15 +139,19 @@ enum Command {
         /// The checkpoint (default: seeded random weights).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Engine.
-        #[arg(long, value_enum, default_value = DEFAULT_ENGINE)]
-        engine: EngineKind,
+        /// Engine [default: jit; aot with --profile].
+        #[arg(long, value_enum)]
+        engine: Option<EngineKind>,
         /// Threads the kernels use.
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Timed runs (after two warm-up runs).
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Time every kernel call of the AOT engine's plan; adds time and GFLOP/s per layer
+        /// kind to the JSON line and prints a table (kinds, then the slowest steps) to stderr.
+        #[arg(long)]
+        profile: bool,
         /// Accept checkpoint tensors the network does not use.
         #[arg(long)]
         ignore_extra: bool,
@@ -302,14 +306,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             engine,
             threads,
             runs,
+            profile,
             ignore_extra,
         } => {
+            let engine = match (engine, profile) {
+                (None, false) => EngineKind::from_str(DEFAULT_ENGINE, false)
+                    .map_err(anyhow::Error::msg)?,
+                (None | Some(EngineKind::Aot), true) => EngineKind::Aot,
+                (Some(e), true) => bail!(
+                    "--profile times the AOT engine's kernel calls; it does not apply to --engine {}",
+                    e.name()
+                ),
+                (Some(e), false) => e,
+            };
             bench(
                 &config,
                 weights.as_deref(),
                 engine,
                 threads,
                 runs,
+                profile,
                 BindOptions { ignore_extra },
             )?;
             Ok(ExitCode::SUCCESS)
@@ -478,10 +494,14 @@ fn bench(
     kind: EngineKind,
     threads: usize,
     runs: usize,
+    profile: bool,
     opts: BindOptions,
 ) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if threads == 0 {
+        bail!("--threads must be at least 1");
     }
     // Without a checkpoint, seeded random weights stand in (written once to the cache).
     let random_path;
@@ -506,14 +526,25 @@ fn bench(
     let (median, min) = match kind {
         EngineKind::Aot => {
             let (_, p) = build_api::plan_config(config)?;
-            hrnet_runtime::model::pack_weights(&ckpt, &p.conv_params(), p.packed_len, opts)
-                .with_context(|| {
-                    format!(
-                        "{} does not fit {}",
-                        weights_path.display(),
-                        config.display()
-                    )
-                })?;
+            let packed =
+                hrnet_runtime::model::pack_weights(&ckpt, &p.conv_params(), p.packed_len, opts)
+                    .with_context(|| {
+                        format!(
+                            "{} does not fit {}",
+                            weights_path.display(),
+                            config.display()
+                        )
+                    })?;
+            if profile {
+                let prof = hrnet_codegen::profile::profile(&p, &packed, threads, runs)?;
+                eprint!("{}", prof.to_table(&p, 12));
+                let median = prof.total.as_secs_f64() * 1e3;
+                println!(
+                    "{{\"engine\":\"aot\",\"threads\":{threads},\"median_ms\":{median:.3},\"runs\":{runs},{}}}",
+                    prof.to_json_field()
+                );
+                return Ok(());
+            }
             let source = config
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());

@@ -14,7 +14,7 @@ use super::simd::{Y, Z};
 use super::{winograd, Ctx, Isa};
 
 /// Algorithm of one convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Algo {
     /// Register-blocked direct convolution (any kernel size, stride, padding ≤ 1).
     Direct,
