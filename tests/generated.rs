@@ -2,6 +2,7 @@
 //! against PyTorch's fixtures: parity from every weight format, zero heap allocations per
 //! run, one model shared by two threads, embedded weights, and clear errors for wrong sizes.
 
+use hrnet_runtime::kernels::{Ctx, Isa};
 use hrnet_runtime::npy;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,11 +88,16 @@ fn w8_pose_full_depth() {
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
     let model = w8_pose::Model::load(dir.join("weights.safetensors")).unwrap();
-    for threads in [1, 2] {
-        let mut scratch = model.scratch(threads);
-        let mut out = vec![0f32; expected.len()];
-        model.run(&input, &mut out, &mut scratch).unwrap();
-        assert_close(&format!("w8 {threads}t"), &out, &expected);
+    // Every instruction set this CPU has (the kernels pick the best one at run time; the
+    // generated code must be right on each, the portable fallback included).
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+        for threads in [1, 2] {
+            let mut scratch = model.scratch(threads);
+            scratch.ctx = Ctx::with_isa(threads, isa);
+            let mut out = vec![0f32; expected.len()];
+            model.run(&input, &mut out, &mut scratch).unwrap();
+            assert_close(&format!("w8 {isa:?} {threads}t"), &out, &expected);
+        }
     }
 }
 
