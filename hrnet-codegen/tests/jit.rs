@@ -286,3 +286,68 @@ fn bad_buffers_are_errors() {
     let e = jit.pack(&missing, BindOptions::default()).unwrap_err();
     assert!(e.to_string().contains("final_layer.bias"), "{e}");
 }
+
+/// Widths of the wider HRNet family that are not multiples of 16 (C = 18 and 44: channel
+/// blocks padded with zeros at every level), in a full-depth pose network at a 96×64 input:
+/// the reference interpreter, the runtime kernels (what the AOT code calls) and the JIT agree.
+#[test]
+fn family_widths_agree_on_every_engine() {
+    let w32 = std::fs::read_to_string(data_dir().join("configs/pose/w32_256x192_adam_lr1e-3.yaml"))
+        .unwrap();
+    for (n, c) in [18usize, 44].into_iter().enumerate() {
+        let yaml = w32
+            .replace("      - 256\n", &format!("      - {}\n", 8 * c))
+            .replace("      - 128\n", &format!("      - {}\n", 4 * c))
+            .replace("      - 64\n", &format!("      - {}\n", 2 * c))
+            .replace("      - 32\n", &format!("      - {c}\n"));
+        let mut net = hrnet_ir::front::parse(&yaml).unwrap();
+        assert_eq!(
+            net.stages[2].planes,
+            [c, 2 * c, 4 * c, 8 * c],
+            "width {c} applied"
+        );
+        net.input_hw = (96, 64);
+        let mut g = hrnet_ir::lower::lower(&net);
+        let all: Vec<_> = hrnet_ir::passes::PASSES.iter().collect();
+        hrnet_ir::passes::run(&mut g, &all, true, |_, _| {}).unwrap();
+        let p = plan::plan(&g).unwrap();
+        let ckpt = random_checkpoint(&p, 0x51ed + n as u64);
+        let mut rng = Rng(n as u64 + 11);
+        let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
+        let w = driver::reference_weights(&ckpt, &g, BindOptions::default()).unwrap();
+        let reference = interp::run(&g, &w, &input).unwrap();
+
+        let packed = model::pack_weights(
+            &ckpt,
+            &p.conv_params(),
+            p.packed_len,
+            BindOptions::default(),
+        )
+        .unwrap();
+        let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+        let jit_packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+        for threads in [1, 2] {
+            let mut out = vec![f32::NAN; p.outputs[0].len()];
+            exec::execute(
+                &p,
+                &packed,
+                &input,
+                &mut [&mut out],
+                &mut p.scratch(threads),
+            )
+            .unwrap();
+            let rel = close(&format!("W{c} plan {threads}t"), &out, &reference[0]);
+            eprintln!("W{c}: plan vs reference {threads} threads: {rel:.2e}");
+            let mut out = vec![f32::NAN; p.outputs[0].len()];
+            jit.run(
+                &jit_packed,
+                &input,
+                &mut [&mut out],
+                &mut jit.scratch(threads),
+            )
+            .unwrap();
+            let rel = close(&format!("W{c} jit {threads}t"), &out, &reference[0]);
+            eprintln!("W{c}: jit vs reference {threads} threads: {rel:.2e}");
+        }
+    }
+}
