@@ -38,7 +38,7 @@ pub(crate) const TILE_GROUP: usize = 12;
 
 /// Scratch floats one thread needs for `spec` with F(`m`×`m`): transformed inputs
 /// `[α²][icb][TILE_GROUP][16]`, GEMM results `[α²][4][TILE_GROUP][16]`, and with weights
-/// transformed on the fly, one K chunk of them, `[α²][kc·16][4][16]`.
+/// transformed on the fly, one K chunk of them, `[kc·16][α²][4][16]`.
 pub(crate) const fn scratch_per_thread(spec: &ConvSpec, m: usize, otf: bool) -> usize {
     let aa = (m + 2) * (m + 2);
     let tiles = aa * TILE_GROUP * BLOCK * (spec.cin.div_ceil(BLOCK) + 4);
@@ -284,9 +284,9 @@ unsafe impl Sync for WinoJob {}
 struct Gemm {
     /// Transformed input of this ξ and K chunk: `[icb][TILE_GROUP][16]`.
     v: *const f32,
-    /// Weights of this ξ and group.
+    /// Weights of this ξ and group: `[ic][nbg][16]`, rows `w_row` floats apart.
     w: *const f32,
-    nbg: usize,
+    w_row: usize,
     /// Destination of this ξ: `[4][TILE_GROUP][16]`.
     m: *mut f32,
     /// Input blocks of this K chunk, real channels in its last block.
@@ -310,7 +310,7 @@ impl Strip for Gemm {
                 TILE_GROUP * BLOCK,
                 self.last_ic,
                 self.w.add(sub * BLOCK),
-                self.nbg * BLOCK,
+                self.w_row,
             );
             for (p, ap) in acc.iter().enumerate() {
                 for (b, &v) in ap.iter().enumerate() {
@@ -450,11 +450,15 @@ unsafe fn wino_gemm<V: Vf, const M: usize, const NB: usize, const NP: usize>(
         let mut c0 = 0;
         while c0 < j.n_icb {
             let kcn = kc.min(j.n_icb - c0);
-            let (w, per_xi) = if j.otf {
-                // Transform the chunk's weights into `us`: `[ξ][kcn·16][nbg][16]`.
+            // (weights, floats between ξ, floats between input channels)
+            let (w, per_xi, w_row) = if j.otf {
+                // Transform the chunk's weights into `us`: `[kcn·16][ξ][nbg][16]`, so that
+                // the α² results of one 3×3 kernel are stored contiguously (ξ-major, they
+                // would land on α² different pages).
                 let wg = j.u.add(j.n_icb * 9 * BLOCK * BLOCK * sb);
                 for ib in 0..kcn {
                     for i in 0..BLOCK {
+                        let dst = us.add((ib * BLOCK + i) * aa * nbg * BLOCK);
                         for b in 0..nbg {
                             let mut k = [V::zero(); 9];
                             for (tap, kv) in k.iter_mut().enumerate() {
@@ -463,22 +467,21 @@ unsafe fn wino_gemm<V: Vf, const M: usize, const NB: usize, const NP: usize>(
                             }
                             let u = weight_tx::<V, M>(&k);
                             for (xi, &v) in u.iter().take(aa).enumerate() {
-                                let row = xi * kcn * BLOCK + ib * BLOCK + i;
-                                V::store(us.add((row * nbg + b) * BLOCK), v);
+                                V::store(dst.add((xi * nbg + b) * BLOCK), v);
                             }
                         }
                     }
                 }
-                (us as *const f32, kcn * BLOCK * nbg * BLOCK)
+                (us as *const f32, nbg * BLOCK, aa * nbg * BLOCK)
             } else {
                 let per_xi = j.n_icb * BLOCK * j.ocb * BLOCK;
-                (j.u.add(j.n_icb * BLOCK * BLOCK * sb), per_xi)
+                (j.u.add(j.n_icb * BLOCK * BLOCK * sb), per_xi, nbg * BLOCK)
             };
             for xi in 0..aa {
                 let gm = Gemm {
                     v: vs.add((xi * j.n_icb + c0) * TILE_GROUP * BLOCK),
                     w: w.add(xi * per_xi),
-                    nbg,
+                    w_row,
                     m: ms.add(xi * 4 * TILE_GROUP * BLOCK),
                     n_icb: kcn,
                     last_ic: if c0 + kcn == j.n_icb {
