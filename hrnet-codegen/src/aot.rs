@@ -4,7 +4,9 @@
 //! The cache lives in `$HRNET_CACHE_DIR`, else `$XDG_CACHE_HOME/hrnet`, else
 //! `$HOME/.cache/hrnet`. Each generated model gets a directory named by a hash of its source
 //! and of hrnetc's version, so an unchanged config reuses its build; all models share one
-//! cargo target directory, so hrnet-runtime is compiled once.
+//! cargo target directory, so hrnet-runtime is compiled once. A build is reused only while the
+//! hrnet-runtime sources are unchanged (sizes and modification times, recorded in the build's
+//! stamp); after an edit or an update of the checkout, cargo rebuilds what changed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +64,33 @@ fn runtime_path() -> Result<PathBuf, AotError> {
     } else {
         Err(AotError::Runtime(p))
     }
+}
+
+/// A fingerprint of the crate at `dir`: path, size and modification time of its manifest and
+/// of every file under `src/`.
+fn sources_fingerprint(dir: &Path) -> u64 {
+    fn add(path: PathBuf, out: &mut Vec<String>) {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                add(e.path(), out);
+            }
+        } else {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push(format!("{}\t{}\t{mtime}\n", path.display(), meta.len()));
+        }
+    }
+    let mut files = Vec::new();
+    add(dir.join("Cargo.toml"), &mut files);
+    add(dir.join("src"), &mut files);
+    files.sort();
+    fnv1a(&[files.concat().as_bytes()])
 }
 
 /// 64-bit FNV-1a, for cache keys.
@@ -158,7 +187,8 @@ pub fn build(source: &str) -> Result<Built, AotError> {
         error,
     };
     let stamp = dir.join("built");
-    if stamp.exists() && exe.exists() {
+    let sources = format!("{:016x}\n", sources_fingerprint(&runtime));
+    if exe.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == sources) {
         return Ok(Built { exe, fresh: false });
     }
     std::fs::create_dir_all(dir.join("src")).map_err(cache_err)?;
@@ -186,7 +216,7 @@ pub fn build(source: &str) -> Result<Built, AotError> {
     if !out.status.success() || !exe.exists() {
         return Err(AotError::Build { log });
     }
-    std::fs::write(&stamp, b"").map_err(cache_err)?;
+    std::fs::write(&stamp, sources).map_err(cache_err)?;
     Ok(Built { exe, fresh: true })
 }
 
@@ -202,4 +232,30 @@ pub fn invoke(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<String, AotError>
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_follows_every_source_edit() {
+        let dir = std::env::temp_dir().join(format!("hrnet-aot-fp-{}", std::process::id()));
+        let src = dir.join("src").join("kernels");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(dir.join("Cargo.toml"), "[package]").unwrap();
+        std::fs::write(src.join("conv.rs"), "fn a() {}").unwrap();
+        let before = sources_fingerprint(&dir);
+        assert_eq!(
+            before,
+            sources_fingerprint(&dir),
+            "stable when nothing changed"
+        );
+        std::fs::write(src.join("conv.rs"), "fn ab() {}").unwrap();
+        let edited = sources_fingerprint(&dir);
+        assert_ne!(before, edited, "a nested source file changed");
+        std::fs::write(src.join("new.rs"), "").unwrap();
+        assert_ne!(edited, sources_fingerprint(&dir), "a file was added");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
