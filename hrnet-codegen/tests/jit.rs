@@ -136,7 +136,12 @@ fn random_checkpoint(p: &plan::Plan, seed: u64) -> Checkpoint {
 
 /// Lowers `path` at `hw` input pixels and runs every pass, verifying after each.
 fn optimized_at(path: &Path, hw: (usize, usize)) -> hrnet_ir::Graph {
-    let mut net = hrnet_ir::front::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let net = hrnet_ir::front::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    optimized(net, hw)
+}
+
+/// Lowers `net` at `hw` input pixels and runs every pass, verifying after each.
+fn optimized(mut net: hrnet_ir::Network, hw: (usize, usize)) -> hrnet_ir::Graph {
     net.input_hw = hw;
     let mut g = hrnet_ir::lower::lower(&net);
     let all: Vec<_> = hrnet_ir::passes::PASSES.iter().collect();
@@ -300,16 +305,13 @@ fn family_widths_agree_on_every_engine() {
             .replace("      - 128\n", &format!("      - {}\n", 4 * c))
             .replace("      - 64\n", &format!("      - {}\n", 2 * c))
             .replace("      - 32\n", &format!("      - {c}\n"));
-        let mut net = hrnet_ir::front::parse(&yaml).unwrap();
+        let net = hrnet_ir::front::parse(&yaml).unwrap();
         assert_eq!(
             net.stages[2].planes,
             [c, 2 * c, 4 * c, 8 * c],
             "width {c} applied"
         );
-        net.input_hw = (96, 64);
-        let mut g = hrnet_ir::lower::lower(&net);
-        let all: Vec<_> = hrnet_ir::passes::PASSES.iter().collect();
-        hrnet_ir::passes::run(&mut g, &all, true, |_, _| {}).unwrap();
+        let g = optimized(net, (96, 64));
         let p = plan::plan(&g).unwrap();
         let ckpt = random_checkpoint(&p, 0x51ed + n as u64);
         let mut rng = Rng(n as u64 + 11);
