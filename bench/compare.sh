@@ -4,7 +4,10 @@
 #
 # usage: bench/compare.sh [CONFIG.yaml ...]      (default: W32 256x192)
 #        bench/compare.sh --family               (W32 and W48 at 256x192 and 384x288)
-#   RUNS=20                                      timed runs per engine and thread count
+#   RUNS=10 ROUNDS=3                             timed runs per engine, thread count and round;
+#                                                the engines take turns round by round, and the
+#                                                table shows the median of their round medians
+#                                                (a shared VM's speed drifts over minutes)
 #   PEERS=path/to/shared/bench/peers.py          (default: ../shared/bench/peers.py beside the repo)
 #   PYTHON=python with torch timm safetensors pyyaml numpy onnx onnxruntime openvino
 set -euo pipefail
@@ -15,7 +18,8 @@ if [ "${1:-}" = "--family" ]; then
         "$pose"/w48_256x192_adam_lr1e-3.yaml "$pose"/w48_384x288_adam_lr1e-3.yaml
 fi
 [ $# -gt 0 ] || set -- "$pose"/w32_256x192_adam_lr1e-3.yaml
-runs=${RUNS:-20}
+runs=${RUNS:-10}
+rounds=${ROUNDS:-3}
 peers=${PEERS:-../shared/bench/peers.py}
 python=${PYTHON:-python3}
 [ -f "$peers" ] || echo "note: $peers not found; timing hrnet's engines only" >&2
@@ -28,24 +32,35 @@ for config in "$@"; do
     name=$(basename "$config" .yaml)
     # Build the AOT engine's crate first, so that no timed run pays for it.
     "$hrnetc" bench "$config" --engine aot --runs 1 > /dev/null
-    for threads in 1 2; do
-        for engine in aot jit; do
-            "$hrnetc" bench "$config" --engine "$engine" --threads "$threads" --runs "$runs" |
-                sed "s/^{/{\"config\":\"$name\",/" >> "$results"
+    for round in $(seq "$rounds"); do
+        for threads in 1 2; do
+            for engine in aot jit; do
+                "$hrnetc" bench "$config" --engine "$engine" --threads "$threads" --runs "$runs" |
+                    sed "s/^{/{\"config\":\"$name\",\"round\":$round,/" >> "$results"
+            done
+            if [ -f "$peers" ]; then
+                "$python" "$peers" "$config" --threads "$threads" --runs "$runs" \
+                    --engines torch-eager,onnxruntime,openvino 2>/dev/null | grep '^{' |
+                    sed "s/^{/{\"config\":\"$name\",\"round\":$round,/" >> "$results" || true
+            fi
         done
-        if [ -f "$peers" ]; then
-            "$python" "$peers" "$config" --threads "$threads" --runs "$runs" \
-                --engines torch-eager,onnxruntime,openvino 2>/dev/null | grep '^{' |
-                sed "s/^{/{\"config\":\"$name\",/" >> "$results" || true
-        fi
     done
 done
 
 if grep -q -w avx512f /proc/cpuinfo; then isa="AVX-512"; else isa="AVX2+FMA, no AVX-512"; fi
-echo "# batch 1, fp32, $runs runs each — $(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($isa)"
+echo "# batch 1, fp32, $rounds rounds of $runs runs each — $(date -u +%F), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($isa)"
 "$python" - "$results" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+import statistics
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{')]
+# One row per (config, engine, threads): the median of the round medians, the overall minimum.
+groups = {}
+for r in runs:
+    groups.setdefault((r['config'], r['engine'], r['threads']), []).append(r)
+rows = [{'config': c, 'engine': e, 'threads': t,
+         'median_ms': statistics.median(x['median_ms'] for x in g),
+         'min_ms': min(x['min_ms'] for x in g)}
+        for (c, e, t), g in groups.items()]
 best = {}
 for r in rows:
     if r['engine'] in ('onnxruntime', 'openvino'):
