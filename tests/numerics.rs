@@ -8,8 +8,8 @@
 use hrnet_codegen::{driver, exec, plan};
 use hrnet_ir::interp;
 use hrnet_runtime::kernels::{Ctx, Isa};
+use hrnet_runtime::npy;
 use hrnet_runtime::weights::{self, BindOptions};
-use hrnet_runtime::{model, npy};
 use std::path::{Path, PathBuf};
 
 const TOLERANCE: f32 = 1e-4;
@@ -82,13 +82,7 @@ fn plan_with_runtime_kernels_every_isa_and_thread_count() {
         let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
         let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
         let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
-        let packed = model::pack_weights(
-            &ckpt,
-            &p.conv_params(),
-            p.packed_len,
-            BindOptions::default(),
-        )
-        .unwrap();
+        let packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
         for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
             for threads in [1, 2] {
                 let mut scratch = p.scratch(threads);

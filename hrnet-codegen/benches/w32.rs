@@ -30,20 +30,14 @@ fn w32() -> (Plan, Vec<f32>) {
     let (_, g) = driver::load_config(path).expect("W32 config loads");
     let bytes = driver::random_checkpoint(&driver::runtime_specs(&g), 1);
     let ckpt = hrnet_runtime::weights::load_bytes(&bytes).expect("random checkpoint loads");
-    let packed = hrnet_runtime::model::pack_weights(
-        &ckpt,
-        &plan.conv_params(),
-        plan.packed_len,
-        Default::default(),
-    )
-    .expect("random checkpoint fits");
+    let packed = plan
+        .pack_weights(&ckpt, Default::default())
+        .expect("random checkpoint fits");
     (plan, packed)
 }
 
 fn network(c: &mut Criterion, plan: &Plan, packed: &[f32]) {
-    let input: Vec<f32> = (0..plan.input.len())
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let input = hrnet_codegen::aot::bench_input(plan.input.len());
     let mut out = vec![0f32; plan.outputs[0].len()];
     let macs: usize = plan.convs.iter().map(|l| l.spec.macs()).sum();
     let mut group = c.benchmark_group("network");

@@ -62,12 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let ckpt = Checkpoint::new(Format::Safetensors, false, tensors)?;
     let packed = jit.pack(&ckpt, BindOptions::default())?;
-    let rt_packed = model::pack_weights(
-        &ckpt,
-        &p.conv_params(),
-        p.packed_len,
-        BindOptions::default(),
-    )?;
+    let rt_packed = p.pack_weights(&ckpt, BindOptions::default())?;
     let input: Vec<f32> = (0..p.input.len()).map(|_| rnd(-1.0, 1.0)).collect();
     let mut out_jit = vec![0f32; p.outputs[0].len()];
     let mut out_exec = vec![0f32; p.outputs[0].len()];

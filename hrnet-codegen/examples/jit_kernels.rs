@@ -118,12 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let mut out = vec![0f32; p.outputs[0].len()];
         let flops = 2.0 * spec.macs() as f64;
-        let rt = hrnet_runtime::model::pack_weights(
-            &ckpt,
-            &p.conv_params(),
-            p.packed_len,
-            BindOptions::default(),
-        )?;
+        let rt = p.pack_weights(&ckpt, BindOptions::default())?;
         let mut sc = p.scratch(1);
         let time = |f: &mut dyn FnMut()| {
             f();

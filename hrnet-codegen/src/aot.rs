@@ -40,6 +40,14 @@ pub enum AotError {
     Run(String),
 }
 
+/// The fixed input every `hrnetc bench` engine times (`n` floats). The AOT driver
+/// (`MAIN_RS`, compiled into the generated crate) writes the same expression out.
+pub fn bench_input(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
+
 /// Where generated models are built.
 pub fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("HRNET_CACHE_DIR") {

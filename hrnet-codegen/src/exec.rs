@@ -131,4 +131,15 @@ impl Plan {
             })
             .collect()
     }
+
+    /// Binds, folds and packs `ckpt` for this plan's convolutions (see
+    /// [`hrnet_runtime::model::pack_weights`]): the weight buffer [`execute`] and the generated
+    /// code take.
+    pub fn pack_weights(
+        &self,
+        ckpt: &hrnet_runtime::weights::Checkpoint,
+        opts: hrnet_runtime::weights::BindOptions,
+    ) -> Result<Vec<f32>, hrnet_runtime::weights::BindError> {
+        hrnet_runtime::model::pack_weights(ckpt, &self.conv_params(), self.packed_len, opts)
+    }
 }

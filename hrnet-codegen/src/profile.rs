@@ -145,9 +145,7 @@ pub fn profile(
     runs: usize,
 ) -> Result<Profile, RunError> {
     let runs = runs.max(1);
-    let input: Vec<f32> = (0..plan.input.len())
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
+    let input = crate::aot::bench_input(plan.input.len());
     let mut outs: Vec<Vec<f32>> = plan.outputs.iter().map(|s| vec![0f32; s.len()]).collect();
     let mut scratch = plan.scratch(threads);
     scratch.ctx = Ctx::new(threads);
@@ -355,13 +353,7 @@ mod tests {
         let (_, g) = driver::load_config(std::path::Path::new(TINY)).unwrap();
         let bytes = driver::random_checkpoint(&driver::runtime_specs(&g), 3);
         let ckpt = hrnet_runtime::weights::load_bytes(&bytes).unwrap();
-        let packed = hrnet_runtime::model::pack_weights(
-            &ckpt,
-            &p.conv_params(),
-            p.packed_len,
-            Default::default(),
-        )
-        .unwrap();
+        let packed = p.pack_weights(&ckpt, Default::default()).unwrap();
         let prof = profile(&p, &packed, 1, 3).unwrap();
         assert_eq!(prof.steps.len(), p.steps.len());
         let rows = prof.by_kind();

@@ -164,13 +164,7 @@ fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
         let jit = JitModel::compile_with(&p, VERIFY).unwrap();
         let ckpt = random_checkpoint(&p, 0x9e37_79b9 + n as u64);
         let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
-        let rt_packed = model::pack_weights(
-            &ckpt,
-            &p.conv_params(),
-            p.packed_len,
-            BindOptions::default(),
-        )
-        .unwrap();
+        let rt_packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
         let mut rng = Rng(n as u64 + 7);
         let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
         let mut expected = vec![0f32; p.outputs[0].len()];
@@ -219,13 +213,7 @@ fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
     let g = optimized_at(&path, (128, 96));
     let p = plan::plan(&g).unwrap();
     let ckpt = random_checkpoint(&p, 42);
-    let rt_packed = model::pack_weights(
-        &ckpt,
-        &p.conv_params(),
-        p.packed_len,
-        BindOptions::default(),
-    )
-    .unwrap();
+    let rt_packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
     let mut rng = Rng(3);
     let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
     let mut expected = vec![0f32; p.outputs[0].len()];
@@ -319,13 +307,7 @@ fn family_widths_agree_on_every_engine() {
         let w = driver::reference_weights(&ckpt, &g, BindOptions::default()).unwrap();
         let reference = interp::run(&g, &w, &input).unwrap();
 
-        let packed = model::pack_weights(
-            &ckpt,
-            &p.conv_params(),
-            p.packed_len,
-            BindOptions::default(),
-        )
-        .unwrap();
+        let packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
         let jit = JitModel::compile_with(&p, VERIFY).unwrap();
         let jit_packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
         for threads in [1, 2] {

@@ -208,10 +208,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (Some(w), false) => {
                     let (_, p) = build_api::plan_config(&config)?;
                     let ckpt = load_weights(w)?;
-                    hrnet_runtime::model::pack_weights(&ckpt, &p.conv_params(), p.packed_len, opts)
-                        .with_context(|| {
-                            format!("{} does not fit {}", w.display(), config.display())
-                        })?;
+                    p.pack_weights(&ckpt, opts).with_context(|| {
+                        format!("{} does not fit {}", w.display(), config.display())
+                    })?;
                     build_api::compile_file(&config, &output, None)?;
                 }
                 (None, _) => build_api::compile_file(&config, &output, None)?,
@@ -373,8 +372,7 @@ fn make_engine(
         EngineKind::Aot => {
             let (net, p) = build_api::plan_config(config)?;
             // Check the weights here, where the error message is best.
-            hrnet_runtime::model::pack_weights(ckpt, &p.conv_params(), p.packed_len, opts)
-                .with_context(fits)?;
+            p.pack_weights(ckpt, opts).with_context(fits)?;
             if opts.ignore_extra {
                 bail!("--ignore-extra is not supported with --engine aot yet: the built model loads strictly");
             }
@@ -526,15 +524,13 @@ fn bench(
     let (median, min) = match kind {
         EngineKind::Aot => {
             let (_, p) = build_api::plan_config(config)?;
-            let packed =
-                hrnet_runtime::model::pack_weights(&ckpt, &p.conv_params(), p.packed_len, opts)
-                    .with_context(|| {
-                        format!(
-                            "{} does not fit {}",
-                            weights_path.display(),
-                            config.display()
-                        )
-                    })?;
+            let packed = p.pack_weights(&ckpt, opts).with_context(|| {
+                format!(
+                    "{} does not fit {}",
+                    weights_path.display(),
+                    config.display()
+                )
+            })?;
             if profile {
                 let prof = hrnet_codegen::profile::profile(&p, &packed, threads, runs)?;
                 eprint!("{}", prof.to_table(&p, 12));
@@ -553,9 +549,7 @@ fn bench(
         _ => {
             let (net, mut eng) = make_engine(config, &ckpt, weights_path, opts, kind, threads)?;
             let (h, w) = net.input_hw;
-            let x: Vec<f32> = (0..3 * h * w)
-                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-                .collect();
+            let x = hrnet_codegen::aot::bench_input(3 * h * w);
             let (_, g) = driver::load_config(config)?;
             let mut y = vec![0f32; g.node(g.outputs()[0]).shape.len()];
             let warmup = if kind == EngineKind::Reference { 0 } else { 2 };
