@@ -10,6 +10,8 @@
 //!   packed form once, and [`conv()`] runs it with a fused [`Epilogue`] (bias, residual or
 //!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
 //! - [`eltwise`]: standalone adds for what cannot be fused.
+//! - [`head`]: the classification head (global average pool, linear) and OCR's spatial gather
+//!   and object attention.
 //! - [`resize`]: bilinear resizing (the segmentation networks' exchange units and head), fused
 //!   with the add, and the part-padded channel layout of concatenations ([`Concat`]).
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
@@ -46,6 +48,7 @@
 
 pub mod conv;
 pub mod eltwise;
+pub mod head;
 pub mod layout;
 pub mod pool;
 pub mod resize;

@@ -1,0 +1,260 @@
+//! The classification and OCR head kernels against naive NCHW references in f64: global average
+//! pooling, the linear classifier, OCR's spatial gather and object attention; identical bits at
+//! every thread count (and, without FMA, on every instruction set); halo and padding conventions.
+
+use hrnet_runtime::kernels::head::{
+    exp_f32, global_avg_pool, linear, object_attention, object_attention_scratch_len,
+    softmax_spatial_gather, spatial_gather_scratch_len,
+};
+use hrnet_runtime::kernels::{from_nchw, to_nchw, ActShape, Ctx, Isa, BLOCK};
+
+/// Deterministic uniform(-1, 1) numbers.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+fn isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+}
+
+/// Blocked copy of an NCHW tensor with NaN in the padding channels (kernels must ignore them).
+fn blocked(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
+    let mut b = vec![0.0; shape.len()];
+    from_nchw(shape, nchw, &mut b);
+    for ch in shape.c..shape.blocks() * BLOCK {
+        for y in 0..shape.h {
+            for x in 0..shape.w {
+                b[shape.pixel(ch / BLOCK, y, x) + ch % BLOCK] = f32::NAN;
+            }
+        }
+    }
+    b
+}
+
+/// The NCHW interior of a blocked output, after checking its halo and padding are zeros.
+fn interior(shape: ActShape, b: &[f32]) -> Vec<f32> {
+    let mut v = vec![0.0; shape.c * shape.h * shape.w];
+    to_nchw(shape, b, &mut v);
+    let mut clean = vec![0.0; shape.len()];
+    from_nchw(shape, &v, &mut clean);
+    assert!(
+        clean.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "halo or padding channels not zero"
+    );
+    v
+}
+
+fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn exp_is_within_two_ulp() {
+    let mut worst = 0.0f64;
+    let mut x = -87.3f32;
+    while x < 88.0 {
+        let want = f64::from(x).exp();
+        let got = f64::from(exp_f32(x));
+        worst = worst.max((got - want).abs() / want);
+        x += 0.000_731;
+    }
+    assert!(
+        worst < 2.0 * f64::from(f32::EPSILON),
+        "relative error {worst}"
+    );
+    assert_eq!(exp_f32(0.0), 1.0);
+    assert_eq!(exp_f32(-100.0), 0.0);
+    assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+}
+
+#[test]
+fn global_avg_pool_matches_reference() {
+    let mut rng = Rng(11);
+    for (c, h, w) in [(20, 7, 7), (2048, 7, 7), (5, 3, 11)] {
+        let s = ActShape::new(c, h, w);
+        let x = rng.vec(c * h * w, 3.0);
+        let want: Vec<f64> = (0..c)
+            .map(|ch| {
+                x[ch * h * w..][..h * w]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum::<f64>()
+                    / (h * w) as f64
+            })
+            .collect();
+        let xb = blocked(s, &x);
+        let mut first: Option<Vec<f32>> = None;
+        for isa in isas() {
+            for threads in [1, 2, 3] {
+                let ctx = Ctx::with_isa(threads, isa);
+                let mut out = vec![f32::NAN; c];
+                global_avg_pool(&ctx, s, &xb, &mut out);
+                assert!(max_rel_err(&out, &want) < 1e-6, "{c}x{h}x{w}");
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_matches_reference_everywhere_bit_for_bit() {
+    let mut rng = Rng(12);
+    for (n_in, n_out) in [(2048, 37), (70, 5), (16, 1000)] {
+        let x = rng.vec(n_in, 2.0);
+        let wt = rng.vec(n_in * n_out, 0.05);
+        let b = rng.vec(n_out, 0.1);
+        let want: Vec<f64> = (0..n_out)
+            .map(|o| {
+                f64::from(b[o])
+                    + (0..n_in)
+                        .map(|i| f64::from(wt[o * n_in + i]) * f64::from(x[i]))
+                        .sum::<f64>()
+            })
+            .collect();
+        let mut first: Option<Vec<f32>> = None;
+        for isa in isas() {
+            for threads in [1, 2, 3] {
+                let ctx = Ctx::with_isa(threads, isa);
+                let mut out = vec![f32::NAN; n_out];
+                linear(&ctx, &x, &wt, &b, &mut out);
+                assert!(max_rel_err(&out, &want) < 1e-5, "{n_in}->{n_out}");
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads"),
+                }
+            }
+        }
+    }
+}
+
+/// OCR's SpatialGather in f64: softmax of each class over all pixels, weighted feature sums.
+fn ref_gather(logits: &[f32], feats: &[f32], k: usize, c: usize, hw: usize) -> Vec<f64> {
+    let mut out = vec![0.0; c * k];
+    for kk in 0..k {
+        let l = &logits[kk * hw..][..hw];
+        let m = l
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let e: Vec<f64> = l.iter().map(|&v| (f64::from(v) - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        for ch in 0..c {
+            let f = &feats[ch * hw..][..hw];
+            out[ch * k + kk] = e.iter().zip(f).map(|(e, &f)| e / s * f64::from(f)).sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn spatial_gather_matches_reference_at_every_thread_count() {
+    let mut rng = Rng(13);
+    // (K, C, H, W): padding in both, widths past one 128-pixel chunk, C past one channel group.
+    for (k, c, h, w) in [
+        (5, 20, 9, 13),
+        (19, 80, 6, 130),
+        (1, 16, 1, 1),
+        (33, 7, 4, 5),
+    ] {
+        let (ls, fs) = (ActShape::new(k, h, w), ActShape::new(c, h, w));
+        let os = ActShape::new(c, k, 1);
+        let logits = rng.vec(k * h * w, 6.0);
+        let feats = rng.vec(c * h * w, 2.0);
+        let want = ref_gather(&logits, &feats, k, c, h * w);
+        let (lb, fb) = (blocked(ls, &logits), blocked(fs, &feats));
+        for isa in isas() {
+            let mut first: Option<Vec<f32>> = None;
+            for threads in [1, 2, 3] {
+                let ctx = Ctx::with_isa(threads, isa);
+                let mut out = vec![f32::NAN; os.len()];
+                let mut scratch = vec![f32::NAN; spatial_gather_scratch_len(k, h, w, threads)];
+                softmax_spatial_gather(&ctx, ls, &lb, fs, &fb, &mut out, &mut scratch);
+                let got = interior(os, &out);
+                // The kernel writes [c][k]; the reference too.
+                let err = max_rel_err(&got, &want);
+                assert!(err < 1e-5, "K={k} C={c} {h}x{w} {isa:?}: {err}");
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads differ"),
+                }
+            }
+        }
+    }
+}
+
+/// OCR's object attention in f64.
+fn ref_attention(q: &[f32], key: &[f32], val: &[f32], c: usize, k: usize, hw: usize) -> Vec<f64> {
+    let scale = (c as f64).powf(-0.5);
+    let mut out = vec![0.0; c * hw];
+    for p in 0..hw {
+        let s: Vec<f64> = (0..k)
+            .map(|kk| {
+                scale
+                    * (0..c)
+                        .map(|ch| f64::from(q[ch * hw + p]) * f64::from(key[ch * k + kk]))
+                        .sum::<f64>()
+            })
+            .collect();
+        let m = s.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for ch in 0..c {
+            out[ch * hw + p] = (0..k)
+                .map(|kk| e[kk] / sum * f64::from(val[ch * k + kk]))
+                .sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn object_attention_matches_reference_at_every_thread_count() {
+    let mut rng = Rng(14);
+    // (KEY, K, H, W): widths with a tail after the 6-pixel tiles, K past one block.
+    for (c, k, h, w) in [(16, 5, 3, 13), (20, 19, 4, 7), (40, 33, 2, 6), (3, 1, 1, 1)] {
+        let qs = ActShape::new(c, h, w);
+        let rs = ActShape::new(c, k, 1);
+        let q = rng.vec(c * h * w, 3.0);
+        let key = rng.vec(c * k, 3.0);
+        let val = rng.vec(c * k, 1.0);
+        let want = ref_attention(&q, &key, &val, c, k, h * w);
+        let (qb, kb, vb) = (blocked(qs, &q), blocked(rs, &key), blocked(rs, &val));
+        for isa in isas() {
+            let mut first: Option<Vec<f32>> = None;
+            for threads in [1, 2, 3] {
+                let ctx = Ctx::with_isa(threads, isa);
+                let mut out = vec![f32::NAN; qs.len()];
+                let mut scratch = vec![f32::NAN; object_attention_scratch_len(c, k, threads)];
+                object_attention(&ctx, qs, &qb, k, &kb, &vb, &mut out, &mut scratch);
+                let err = max_rel_err(&interior(qs, &out), &want);
+                assert!(err < 1e-5, "KEY={c} K={k} {h}x{w} {isa:?}: {err}");
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads differ"),
+                }
+            }
+        }
+    }
+}
