@@ -5,11 +5,13 @@
 //! - [`model`]: loading, folding and packing a compiled model's parameters; per-caller scratch.
 //! - [`npy`]: `.npy` input and output.
 //! - [`kernels`]: convolution kernels, activation layouts and the thread pool.
+//! - [`cls`]: the official classification pipeline (PIL-exact resize, center crop, top-K).
 //! - [`pose`]: the official top-down pose pipeline around the network (crop, normalize, decode).
 //!
 //! **This crate never depends on hrnet-ir, quote or cranelift.**
 #![deny(missing_docs)]
 
+pub mod cls;
 pub mod kernels;
 pub mod model;
 pub mod npy;

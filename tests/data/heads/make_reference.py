@@ -10,7 +10,9 @@ Writes next to this script:
   argmax/CASE_logits.npy, CASE_classes.npy
         random logits and F.interpolate(...).argmax(1) at a larger size (float32 class indices)
   resize/CASE.png
-        PIL's Image.resize((w, h), BILINEAR) of the pose test photos (8-bit RGB, lossless)
+        PIL's Image.resize((w, h), BILINEAR) of the pose test photos (8-bit RGB, lossless);
+        Pillow 13 runs the vertical pass first when the height shrinks by more than twice as
+        many pixels as the width (300x199, 200x100 below), older releases never
   reference.json
         the cases above, plus for the classification pipeline (torchvision
         Compose([Resize(256), CenterCrop(224), ToTensor(), Normalize(mean, std)])) and the
@@ -97,7 +99,8 @@ def main():
     images = [('astronaut.png', None), ('astronaut.png', [13, 40, 213, 171]),
               ('synth_gradient.png', None), ('synth_tiny.png', None)]
     sizes = {
-        0: [(100, 100), (123, 45), (300, 199), (256, 77), (31, 256), (1, 1)],
+        0: [(100, 100), (123, 45), (300, 199), (200, 100), (150, 100), (256, 77), (31, 256),
+            (1, 1)],
         1: [(256, 168), (57, 93), (389, 256)],
         2: [(40, 90), (407, 256), (97, 30), (5, 3)],
         3: [(358, 256), (3, 11), (7, 2)],
