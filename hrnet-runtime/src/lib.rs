@@ -6,6 +6,7 @@
 //! - [`npy`]: `.npy` input and output.
 //! - [`kernels`]: convolution kernels, activation layouts and the thread pool.
 //! - [`cls`]: the official classification pipeline (PIL-exact resize, center crop, top-K).
+//! - [`seg`]: the segmentation pipeline (normalization, logits → class map, drawing).
 //! - [`pose`]: the official top-down pose pipeline around the network (crop, normalize, decode).
 //!
 //! **This crate never depends on hrnet-ir, quote or cranelift.**
@@ -16,4 +17,5 @@ pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod pose;
+pub mod seg;
 pub mod weights;
