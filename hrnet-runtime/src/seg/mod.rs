@@ -177,7 +177,7 @@ pub fn resize_argmax(
     if classes == 0 || classes > 256 {
         return Err(SegError::Classes(classes));
     }
-    let expected = classes.checked_mul(h * w).unwrap_or(usize::MAX);
+    let expected = classes.saturating_mul(h.saturating_mul(w));
     if logits.len() != expected {
         return Err(SegError::BufferSize {
             what: "logits",
@@ -185,10 +185,10 @@ pub fn resize_argmax(
             got: logits.len(),
         });
     }
-    if out.len() != out_h * out_w {
+    if out.len() != out_h.saturating_mul(out_w) {
         return Err(SegError::BufferSize {
             what: "class map",
-            expected: out_h * out_w,
+            expected: out_h.saturating_mul(out_w),
             got: out.len(),
         });
     }
