@@ -2,41 +2,10 @@
 //! `Image.resize(..., BILINEAR)` byte for byte on up-, down- and mixed scaling at odd sizes, and
 //! `Compose([Resize(256), CenterCrop(224), ToTensor(), Normalize])` within 1e-6.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{case_image as source, data_dir, load, reference};
 use hrnet_runtime::cls::{preprocess, resize_bilinear_pil, resize_shorter};
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
-}
-
-fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(data_dir().join("heads/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn load(path: &Path) -> image::RgbImage {
-    image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .to_rgb8()
-}
-
-/// The case's source image: a pose test photo, optionally cropped to `box` (left, top, right,
-/// bottom) as PIL's `Image.crop`.
-fn source(case: &serde_json::Value) -> image::RgbImage {
-    let img = load(
-        &data_dir()
-            .join("pose")
-            .join(case["image"].as_str().unwrap()),
-    );
-    match case["box"].as_array() {
-        None => img,
-        Some(b) => {
-            let b: Vec<u32> = b.iter().map(|v| v.as_u64().unwrap() as u32).collect();
-            image::imageops::crop_imm(&img, b[0], b[1], b[2] - b[0], b[3] - b[1]).to_image()
-        }
-    }
-}
 
 #[test]
 fn resize_equals_pillow_byte_for_byte() {

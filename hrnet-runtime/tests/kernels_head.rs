@@ -2,44 +2,14 @@
 //! pooling, the linear classifier, OCR's spatial gather and object attention; identical bits at
 //! every thread count (and, without FMA, on every instruction set); halo and padding conventions.
 
+mod common;
+
+use common::{blocked_poisoned as blocked, isas, Rng, SameBits};
 use hrnet_runtime::kernels::head::{
     exp_f32, global_avg_pool, linear, object_attention, object_attention_scratch_len,
     softmax_spatial_gather, spatial_gather_scratch_len,
 };
-use hrnet_runtime::kernels::{from_nchw, to_nchw, ActShape, Ctx, Isa, BLOCK};
-
-/// Deterministic uniform(-1, 1) numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn isas() -> Vec<Isa> {
-    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
-}
-
-/// Blocked copy of an NCHW tensor with NaN in the padding channels (kernels must ignore them).
-fn blocked(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
-    let mut b = vec![0.0; shape.len()];
-    from_nchw(shape, nchw, &mut b);
-    for ch in shape.c..shape.blocks() * BLOCK {
-        for y in 0..shape.h {
-            for x in 0..shape.w {
-                b[shape.pixel(ch / BLOCK, y, x) + ch % BLOCK] = f32::NAN;
-            }
-        }
-    }
-    b
-}
+use hrnet_runtime::kernels::{from_nchw, to_nchw, ActShape, Ctx};
 
 /// The NCHW interior of a blocked output, after checking its halo and padding are zeros.
 fn interior(shape: ActShape, b: &[f32]) -> Vec<f32> {
@@ -62,10 +32,6 @@ fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
         .map(|(&g, &w)| (f64::from(g) - w).abs())
         .fold(0.0, f64::max)
         / scale
-}
-
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[test]
@@ -103,17 +69,14 @@ fn global_avg_pool_matches_reference() {
             })
             .collect();
         let xb = blocked(s, &x);
-        let mut first: Option<Vec<f32>> = None;
+        let mut first = SameBits::default();
         for isa in isas() {
             for threads in [1, 2, 3] {
                 let ctx = Ctx::with_isa(threads, isa);
                 let mut out = vec![f32::NAN; c];
                 global_avg_pool(&ctx, s, &xb, &mut out);
                 assert!(max_rel_err(&out, &want) < 1e-6, "{c}x{h}x{w}");
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads"),
-                }
+                first.check(out, &format!("{isa:?} {threads} threads"));
             }
         }
     }
@@ -134,17 +97,14 @@ fn linear_matches_reference_everywhere_bit_for_bit() {
                         .sum::<f64>()
             })
             .collect();
-        let mut first: Option<Vec<f32>> = None;
+        let mut first = SameBits::default();
         for isa in isas() {
             for threads in [1, 2, 3] {
                 let ctx = Ctx::with_isa(threads, isa);
                 let mut out = vec![f32::NAN; n_out];
                 linear(&ctx, &x, &wt, &b, &mut out);
                 assert!(max_rel_err(&out, &want) < 1e-5, "{n_in}->{n_out}");
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads"),
-                }
+                first.check(out, &format!("{isa:?} {threads} threads"));
             }
         }
     }
@@ -185,7 +145,7 @@ fn spatial_gather_matches_reference_at_every_thread_count() {
         let want = ref_gather(&logits, &feats, k, c, h * w);
         let (lb, fb) = (blocked(ls, &logits), blocked(fs, &feats));
         for isa in isas() {
-            let mut first: Option<Vec<f32>> = None;
+            let mut first = SameBits::default();
             for threads in [1, 2, 3] {
                 let ctx = Ctx::with_isa(threads, isa);
                 let mut out = vec![f32::NAN; os.len()];
@@ -195,10 +155,7 @@ fn spatial_gather_matches_reference_at_every_thread_count() {
                 // The kernel writes [c][k]; the reference too.
                 let err = max_rel_err(&got, &want);
                 assert!(err < 1e-5, "K={k} C={c} {h}x{w} {isa:?}: {err}");
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads differ"),
-                }
+                first.check(out, &format!("{isa:?} {threads} threads differ"));
             }
         }
     }
@@ -242,7 +199,7 @@ fn object_attention_matches_reference_at_every_thread_count() {
         let want = ref_attention(&q, &key, &val, c, k, h * w);
         let (qb, kb, vb) = (blocked(qs, &q), blocked(rs, &key), blocked(rs, &val));
         for isa in isas() {
-            let mut first: Option<Vec<f32>> = None;
+            let mut first = SameBits::default();
             for threads in [1, 2, 3] {
                 let ctx = Ctx::with_isa(threads, isa);
                 let mut out = vec![f32::NAN; qs.len()];
@@ -250,10 +207,7 @@ fn object_attention_matches_reference_at_every_thread_count() {
                 object_attention(&ctx, qs, &qb, k, &kb, &vb, &mut out, &mut scratch);
                 let err = max_rel_err(&interior(qs, &out), &want);
                 assert!(err < 1e-5, "KEY={c} K={k} {h}x{w} {isa:?}: {err}");
-                match &first {
-                    None => first = Some(out),
-                    Some(f) => assert!(same_bits(f, &out), "{isa:?} {threads} threads differ"),
-                }
+                first.check(out, &format!("{isa:?} {threads} threads differ"));
             }
         }
     }

@@ -3,28 +3,13 @@
 //! instruction set and thread count; halo and padding conventions; the part-padded
 //! concatenation feeding a 1×1 convolution.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{blocked, blocked_poisoned, data_dir, isas, nchw, pair, reference, Rng, SameBits};
 use hrnet_runtime::kernels::resize::{ratio, taps};
 use hrnet_runtime::kernels::{
-    add_resized_bilinear, conv, from_nchw, resize_bilinear, to_nchw, ActShape, Concat, ConvSpec,
-    Ctx, Epilogue, Isa, BLOCK,
+    add_resized_bilinear, conv, resize_bilinear, ActShape, Concat, ConvSpec, Ctx, Epilogue, BLOCK,
 };
-
-/// Deterministic uniform(-1, 1) numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
 
 /// The textbook definition in f64: `src = (dst + 0.5)·in/out − 0.5` clamped at 0
 /// (`dst·(in−1)/(out−1)` with align_corners), linear between the two neighbours. PyTorch (and
@@ -68,40 +53,12 @@ fn ref_resize(
     y
 }
 
-fn blocked(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
-    let mut b = vec![0.0; shape.len()];
-    from_nchw(shape, nchw, &mut b);
-    b
-}
-
-fn nchw(shape: ActShape, b: &[f32]) -> Vec<f32> {
-    let mut v = vec![0.0; shape.c * shape.h * shape.w];
-    to_nchw(shape, b, &mut v);
-    v
-}
-
 fn max_err(got: &[f32], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     got.iter()
         .zip(want)
         .map(|(&g, &w)| (f64::from(g) - w).abs())
         .fold(0.0, f64::max)
-}
-
-fn isas() -> Vec<Isa> {
-    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
-}
-
-/// Writes a garbage value into every padding lane of `shape`'s interior (kernels must not
-/// rely on input padding channels).
-fn poison_padding(shape: ActShape, buf: &mut [f32]) {
-    for ch in shape.c..shape.blocks() * BLOCK {
-        for y in 0..shape.h {
-            for x in 0..shape.w {
-                buf[shape.pixel(ch / BLOCK, y, x) + ch % BLOCK] = f32::NAN;
-            }
-        }
-    }
 }
 
 const SIZES: [((usize, usize), (usize, usize)); 8] = [
@@ -123,11 +80,10 @@ fn resize_matches_f64_reference_on_every_isa_and_thread_count() {
             for align in [false, true] {
                 let ss = ActShape::new(c, src_hw.0, src_hw.1);
                 let ds = ActShape::new(c, dst_hw.0, dst_hw.1);
-                let x = rng.vec(c * src_hw.0 * src_hw.1);
+                let x = rng.vec(c * src_hw.0 * src_hw.1, 1.0);
                 let want = ref_resize(&x, c, src_hw, dst_hw, align);
-                let mut src = blocked(ss, &x);
-                poison_padding(ss, &mut src);
-                let mut first: Option<Vec<f32>> = None;
+                let src = blocked_poisoned(ss, &x);
+                let mut first = SameBits::default();
                 for isa in isas() {
                     for threads in [1, 2, 3] {
                         let ctx = Ctx::with_isa(threads, isa);
@@ -146,13 +102,7 @@ fn resize_matches_f64_reference_on_every_isa_and_thread_count() {
                             err < 1e-5,
                             "c={c} {src_hw:?}->{dst_hw:?} align={align} {isa:?}: {err}"
                         );
-                        match &first {
-                            None => first = Some(dst),
-                            Some(f) => assert!(
-                                f.iter().zip(&dst).all(|(a, b)| a.to_bits() == b.to_bits()),
-                                "{isa:?} at {threads} threads differs"
-                            ),
-                        }
+                        first.check(dst, &format!("{isa:?} at {threads} threads"));
                     }
                 }
             }
@@ -168,8 +118,8 @@ fn add_resized_accumulates_into_interior_with_relu() {
             for (align, relu) in [(false, false), (false, true), (true, true)] {
                 let ss = ActShape::new(c, src_hw.0, src_hw.1);
                 let ds = ActShape::new(c, dst_hw.0, dst_hw.1);
-                let x = rng.vec(c * src_hw.0 * src_hw.1);
-                let a = rng.vec(c * dst_hw.0 * dst_hw.1);
+                let x = rng.vec(c * src_hw.0 * src_hw.1, 1.0);
+                let a = rng.vec(c * dst_hw.0 * dst_hw.1, 1.0);
                 let r = ref_resize(&x, c, src_hw, dst_hw, align);
                 let want: Vec<f64> = a
                     .iter()
@@ -183,10 +133,9 @@ fn add_resized_accumulates_into_interior_with_relu() {
                         }
                     })
                     .collect();
-                let mut src = blocked(ss, &x);
-                poison_padding(ss, &mut src);
+                let src = blocked_poisoned(ss, &x);
                 let acc0 = blocked(ds, &a);
-                let mut first: Option<Vec<f32>> = None;
+                let mut first = SameBits::default();
                 for isa in isas() {
                     for threads in [1, 2] {
                         let ctx = Ctx::with_isa(threads, isa);
@@ -216,13 +165,7 @@ fn add_resized_accumulates_into_interior_with_relu() {
                                 assert_eq!(*m, 1.0);
                             }
                         }
-                        match &first {
-                            None => first = Some(acc),
-                            Some(f) => assert!(
-                                f.iter().zip(&acc).all(|(a, b)| a.to_bits() == b.to_bits()),
-                                "{isa:?} at {threads} threads differs"
-                            ),
-                        }
+                        first.check(acc, &format!("{isa:?} at {threads} threads"));
                     }
                 }
             }
@@ -247,22 +190,6 @@ fn taps_follow_pytorch_index_rules() {
     assert_eq!(ratio(5, 1, true), 0.0);
 }
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/heads")
-}
-
-fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(data_dir().join("reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn pair(v: &serde_json::Value) -> (usize, usize) {
-    (
-        v[0].as_u64().unwrap() as usize,
-        v[1].as_u64().unwrap() as usize,
-    )
-}
-
 #[test]
 fn resize_matches_pytorch_interpolate() {
     let json = reference();
@@ -275,7 +202,7 @@ fn resize_matches_pytorch_interpolate() {
         let (hi, wi) = pair(&case["input"]);
         let (ho, wo) = pair(&case["output"]);
         let align = case["align_corners"].as_bool().unwrap();
-        let dir = data_dir().join("bilinear");
+        let dir = data_dir().join("heads/bilinear");
         let (_, x) = hrnet_runtime::npy::read_f32(dir.join(format!("{name}_in.npy"))).unwrap();
         let (shape, y) = hrnet_runtime::npy::read_f32(dir.join(format!("{name}_out.npy"))).unwrap();
         assert_eq!(shape, [1, c, ho, wo], "{name}");
@@ -326,11 +253,11 @@ fn resized_branches_into_concat_then_1x1_conv_match_reference() {
     let (h, w) = sizes[0];
     let cat = Concat::new(&chans);
     let xs: Vec<Vec<f32>> = (0..4)
-        .map(|i| rng.vec(chans[i] * sizes[i].0 * sizes[i].1))
+        .map(|i| rng.vec(chans[i] * sizes[i].0 * sizes[i].1, 1.0))
         .collect();
     let cout = 6;
-    let weight = rng.vec(cout * cat.logical_channels());
-    let bias = rng.vec(cout);
+    let weight = rng.vec(cout * cat.logical_channels(), 1.0);
+    let bias = rng.vec(cout, 1.0);
     // Reference: resize in f64, concatenate, 1×1 conv.
     let mut logical: Vec<f64> = Vec::new();
     for i in 0..4 {

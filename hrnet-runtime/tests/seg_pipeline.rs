@@ -2,25 +2,12 @@
 //! logits resized with `F.interpolate` and `argmax`ed (equal except where two classes tie within
 //! rounding), HRNet-Semantic-Segmentation's `input_transform`, the class-map PNG.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::{case_image, data_dir, pair, reference};
 use hrnet_runtime::seg::{class_map, normalize_image, resize_argmax, save_class_map};
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
-}
-
-fn reference() -> serde_json::Value {
-    let text = std::fs::read_to_string(data_dir().join("heads/reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn pair(v: &serde_json::Value) -> (usize, usize) {
-    (
-        v[0].as_u64().unwrap() as usize,
-        v[1].as_u64().unwrap() as usize,
-    )
-}
 
 /// Bilinear value of class `k` at output pixel `(y, x)` in f64 (the textbook formula).
 fn ref_value(
@@ -93,20 +80,7 @@ fn argmax_of_resized_logits_matches_pytorch() {
 fn normalization_matches_numpy() {
     let json = reference();
     for case in json["segmentation"].as_array().unwrap() {
-        let img = image::open(
-            data_dir()
-                .join("pose")
-                .join(case["image"].as_str().unwrap()),
-        )
-        .unwrap()
-        .to_rgb8();
-        let img = match case["box"].as_array() {
-            None => img,
-            Some(b) => {
-                let b: Vec<u32> = b.iter().map(|v| v.as_u64().unwrap() as u32).collect();
-                image::imageops::crop_imm(&img, b[0], b[1], b[2] - b[0], b[3] - b[1]).to_image()
-            }
-        };
+        let img = case_image(case);
         let mut t = vec![0.0f32; 3 * img.width() as usize * img.height() as usize];
         normalize_image(&img, &mut t).unwrap();
         let shape: Vec<usize> = case["shape"]
