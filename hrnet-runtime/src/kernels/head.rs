@@ -335,11 +335,14 @@ unsafe fn gather_product<V: Vf, const NC: usize>(g: &Gather, cb0: usize, thread:
     // SAFETY: as above.
     unsafe { std::slice::from_raw_parts_mut(part, g.kp * GATHER_NC * BLOCK) }.fill(0.0);
     let fs = g.fs;
+    // Classes past the last group of GATHER_NK have zero weights: skip them.
+    let k_end = g.ls.c.div_ceil(GATHER_NK) * GATHER_NK;
     for y in 0..fs.h {
         for x0 in (0..fs.w).step_by(GATHER_CHUNK) {
             let n = GATHER_CHUNK.min(fs.w - x0);
-            for k0 in (0..g.kp).step_by(GATHER_NK) {
-                // SAFETY: `k0 + GATHER_NK ≤ kp`, `cb0 + NC ≤` feature blocks, pixels in row `y`.
+            for k0 in (0..k_end).step_by(GATHER_NK) {
+                // SAFETY: `k0 + GATHER_NK ≤ k_end ≤ kp` (16 is a multiple of GATHER_NK),
+                // `cb0 + NC ≤` feature blocks, pixels in row `y`.
                 unsafe { gather_tile::<V, GATHER_NK, NC>(g, part, k0, cb0, y, x0, n) };
             }
         }
@@ -537,26 +540,41 @@ unsafe fn att_scores<V: Vf, const NP: usize>(a: &Attention, sim: *mut f32, y: us
 }
 
 /// Softmax over the `k` regions of each of `np` pixels' similarities, in place (scaled by
-/// `scale` first; zero past `k`).
+/// `scale` first; zero past `k`). Works on whole 16-lane chunks (the padding masked to −∞) so
+/// the loops vectorize; the sum runs over the lanes of a chunk in a fixed tree order.
 #[inline(always)]
 fn att_softmax(sim: &mut [f32], k: usize, kp: usize, scale: f32) {
     for s in sim.chunks_exact_mut(kp) {
-        let (s, rest) = s.split_at_mut(k);
-        let mut m = f32::NEG_INFINITY;
-        for v in s.iter_mut() {
-            *v *= scale;
-            m = m.max(*v);
+        let mut m = [f32::NEG_INFINITY; BLOCK];
+        for (ci, c) in s.chunks_exact_mut(BLOCK).enumerate() {
+            for (l, v) in c.iter_mut().enumerate() {
+                *v = if ci * BLOCK + l < k {
+                    *v * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+                m[l] = m[l].max(*v);
+            }
         }
-        let mut sum = 0.0f32;
-        for v in s.iter_mut() {
-            *v = exp_f32(*v - m);
-            sum += *v;
+        let m = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = [0.0f32; BLOCK];
+        for c in s.chunks_exact_mut(BLOCK) {
+            for (l, v) in c.iter_mut().enumerate() {
+                *v = exp_f32(*v - m);
+                sum[l] += *v;
+            }
         }
-        let inv = 1.0 / sum;
+        let mut w = BLOCK;
+        while w > 1 {
+            w /= 2;
+            for l in 0..w {
+                sum[l] += sum[l + w];
+            }
+        }
+        let inv = 1.0 / sum[0];
         for v in s.iter_mut() {
             *v *= inv;
         }
-        rest.fill(0.0);
     }
 }
 
