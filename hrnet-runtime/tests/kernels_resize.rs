@@ -5,30 +5,13 @@
 
 mod common;
 
-use common::{blocked, blocked_poisoned, data_dir, isas, nchw, pair, reference, Rng, SameBits};
+use common::{
+    blocked, blocked_poisoned, data_dir, isas, nchw, pair, ref_axis, reference, Rng, SameBits,
+};
 use hrnet_runtime::kernels::resize::{ratio, taps};
 use hrnet_runtime::kernels::{
     add_resized_bilinear, conv, resize_bilinear, ActShape, Concat, ConvSpec, Ctx, Epilogue, BLOCK,
 };
-
-/// The textbook definition in f64: `src = (dst + 0.5)·in/out − 0.5` clamped at 0
-/// (`dst·(in−1)/(out−1)` with align_corners), linear between the two neighbours. PyTorch (and
-/// the kernel) compute `src` in f32: at 128 outputs its error reaches ~4e-6 of a sample step,
-/// hence the 1e-5 tolerance here; the comparison with PyTorch's own numbers is tighter.
-fn ref_axis(dst: usize, input: usize, output: usize, align: bool) -> (usize, usize, f64) {
-    let src = if align {
-        if output > 1 {
-            dst as f64 * (input - 1) as f64 / (output - 1) as f64
-        } else {
-            0.0
-        }
-    } else {
-        ((dst as f64 + 0.5) * input as f64 / output as f64 - 0.5).max(0.0)
-    };
-    let i0 = (src.floor() as usize).min(input - 1);
-    let i1 = (i0 + 1).min(input - 1);
-    (i0, i1, (src - i0 as f64).clamp(0.0, 1.0))
-}
 
 fn ref_resize(
     x: &[f32],

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{case_image, data_dir, pair, reference};
+use common::{case_image, data_dir, pair, ref_axis, reference};
 use hrnet_runtime::seg::{class_map, normalize_image, resize_argmax, save_class_map};
 
 /// Bilinear value of class `k` at output pixel `(y, x)` in f64 (the textbook formula).
@@ -19,21 +19,8 @@ fn ref_value(
     y: usize,
     x: usize,
 ) -> f64 {
-    let axis = |d: usize, i: usize, o: usize| {
-        let s = if align {
-            if o > 1 {
-                d as f64 * (i - 1) as f64 / (o - 1) as f64
-            } else {
-                0.0
-            }
-        } else {
-            ((d as f64 + 0.5) * i as f64 / o as f64 - 0.5).max(0.0)
-        };
-        let i0 = (s.floor() as usize).min(i - 1);
-        (i0, (i0 + 1).min(i - 1), s - i0 as f64)
-    };
-    let (y0, y1, ly) = axis(y, h, oh);
-    let (x0, x1, lx) = axis(x, w, ow);
+    let (y0, y1, ly) = ref_axis(y, h, oh, align);
+    let (x0, x1, lx) = ref_axis(x, w, ow, align);
     let at = |yy: usize, xx: usize| f64::from(l[(k * h + yy) * w + xx]);
     (at(y0, x0) * (1.0 - lx) + at(y0, x1) * lx) * (1.0 - ly)
         + (at(y1, x0) * (1.0 - lx) + at(y1, x1) * lx) * ly
