@@ -209,6 +209,7 @@ unsafe impl Sync for Gather {}
 ///
 /// # Safety
 /// Buffers as checked by [`softmax_spatial_gather`]; task `kb` alone writes its stats.
+#[inline(always)]
 unsafe fn gather_stats(g: &Gather, kb: usize) {
     let ls = g.ls;
     let mut m = [f32::NEG_INFINITY; BLOCK];
@@ -250,6 +251,7 @@ unsafe fn gather_stats(g: &Gather, kb: usize) {
 ///
 /// # Safety
 /// Buffers as checked by [`softmax_spatial_gather`]; phase 1 has finished.
+#[inline(always)]
 unsafe fn gather_weights(g: &Gather, y: usize) {
     let ls = g.ls;
     let k = ls.c;
@@ -395,6 +397,13 @@ unsafe fn gather_group_avx2(g: &Gather, t: usize, thread: usize) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+unsafe fn gather_stats_avx2(g: &Gather, kb: usize) {
+    // SAFETY: forwarded contract; AVX2 is enabled here (the exp lanes vectorize).
+    unsafe { gather_stats(g, kb) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
 unsafe fn gather_weights_avx2(g: &Gather, y: usize) {
     // SAFETY: forwarded contract; AVX2 is enabled here (the exp lanes vectorize).
     unsafe { gather_weights(g, y) }
@@ -460,9 +469,15 @@ pub fn softmax_spatial_gather(
         kp,
     };
     let isa = ctx.isa();
-    // SAFETY (all three phases): buffers checked above; each task writes its own part.
-    ctx.pool()
-        .run(ls.blocks(), &|kb, _| unsafe { gather_stats(&g, kb) });
+    // Each phase's tasks write their own part; the softmax phases use the same arithmetic on
+    // every instruction set (only the vector width differs; AVX-512 implies AVX2).
+    ctx.pool().run(ls.blocks(), &|kb, _| match isa {
+        // SAFETY: `ctx` only holds available instruction sets; buffers checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx2 => unsafe { gather_stats_avx2(&g, kb) },
+        // SAFETY: as above.
+        _ => unsafe { gather_stats(&g, kb) },
+    });
     ctx.pool().run(ls.h, &|y, _| match isa {
         // SAFETY: `ctx` only holds available instruction sets.
         #[cfg(target_arch = "x86_64")]
