@@ -5,13 +5,17 @@
 //! - [`model`]: loading, folding and packing a compiled model's parameters; per-caller scratch.
 //! - [`npy`]: `.npy` input and output.
 //! - [`kernels`]: convolution kernels, activation layouts and the thread pool.
+//! - [`cls`]: the official classification pipeline (PIL-exact resize, center crop, top-K).
+//! - [`seg`]: the segmentation pipeline (normalization, logits → class map, drawing).
 //! - [`pose`]: the official top-down pose pipeline around the network (crop, normalize, decode).
 //!
 //! **This crate never depends on hrnet-ir, quote or cranelift.**
 #![deny(missing_docs)]
 
+pub mod cls;
 pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod pose;
+pub mod seg;
 pub mod weights;

@@ -10,6 +10,10 @@
 //!   packed form once, and [`conv()`] runs it with a fused [`Epilogue`] (bias, residual or
 //!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
 //! - [`eltwise`]: standalone adds for what cannot be fused.
+//! - [`head`]: the classification head (global average pool, linear) and OCR's spatial gather
+//!   and object attention.
+//! - [`resize`]: bilinear resizing (the segmentation networks' exchange units and head), fused
+//!   with the add, and the part-padded channel layout of concatenations ([`Concat`]).
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
 //!
 //! Algorithms: a register-blocked direct convolution (any k×k, stride, padding ≤ 1; 1×1 convs
@@ -44,14 +48,17 @@
 
 pub mod conv;
 pub mod eltwise;
+pub mod head;
 pub mod layout;
 pub mod pool;
+pub mod resize;
 mod simd;
 mod winograd;
 
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
 pub use pool::Pool;
+pub use resize::{add_resized_bilinear, resize_bilinear, Concat};
 pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4};
 
 use std::sync::OnceLock;
