@@ -42,6 +42,8 @@
 //! conv(&ctx, &CONV2, &mid, &packed, &mut y, Epilogue::residual(&x, true), &mut scratch);
 //! ```
 
+pub mod bf16;
+pub mod bf16_conv;
 pub mod conv;
 pub mod eltwise;
 pub mod layout;
@@ -49,6 +51,10 @@ pub mod pool;
 mod simd;
 mod winograd;
 
+pub use bf16_conv::{
+    bf16_packed_len, bf16_scratch_len, conv_bf16, pack_bf16, packed_bytes, Bf16Isa, Precision,
+    SelfCheck,
+};
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
 pub use pool::Pool;
@@ -101,7 +107,7 @@ impl Isa {
     /// Parses `avx512`, `avx2` or `portable`.
     pub fn parse(s: &str) -> Option<Isa> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "avx512" | "avx512f" => Some(Isa::Avx512),
+            "avx512" | "avx512f" | "avx512bf16" => Some(Isa::Avx512),
             "avx2" => Some(Isa::Avx2),
             "portable" | "scalar" => Some(Isa::Portable),
             _ => None,
