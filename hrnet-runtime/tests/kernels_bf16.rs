@@ -176,7 +176,9 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                         Epi::Plain => v,
                         _ => base[i] + v,
                     };
-                    if relu && !(v > 0.0) {
+                    // ReLU as `max(v, 0)` returning the second operand unless `v > 0`
+                    // (`VMAXPS`): NaN and -0 become +0.
+                    if relu && v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                         0.0
                     } else {
                         v

@@ -261,6 +261,73 @@ pub fn has_avx512bf16() -> bool {
     }
 }
 
+/// Whether this CPU has AMX-BF16 (`TDPBF16PS`) with tile support (CPUID leaf 7) and the OS
+/// enabled the tile state (XCR0 bits 17 and 18). On Linux a process must still ask for the
+/// tile data state before its first tile instruction: [`request_amx_permission`].
+pub fn has_amx_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        // SAFETY: CPUID exists on every x86_64 CPU; leaf 7 is read only if it exists.
+        #[allow(unused_unsafe)]
+        let (l1, l7) = unsafe {
+            if __cpuid(0).eax < 7 {
+                return false;
+            }
+            (__cpuid(1), __cpuid_count(7, 0))
+        };
+        let (amx_bf16, amx_tile, osxsave) = (1 << 22, 1 << 24, 1 << 27);
+        if l7.edx & amx_bf16 == 0 || l7.edx & amx_tile == 0 || l1.ecx & osxsave == 0 {
+            return false;
+        }
+        let (lo, _hi): (u32, u32);
+        // SAFETY: XGETBV with ECX = 0 is valid when CPUID reports OSXSAVE (checked above).
+        unsafe {
+            std::arch::asm!(
+                "xgetbv",
+                in("ecx") 0u32,
+                out("eax") lo,
+                out("edx") _hi,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        let tiles = 0b11 << 17;
+        lo & tiles == tiles
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Linux: asks the kernel for permission to use the AMX tile data state in this process
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), required once before the first
+/// tile instruction. `Err(errno)` where AMX is absent or the kernel refuses.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub fn request_amx_permission() -> Result<(), i64> {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain system call with integer arguments; it reads and writes no user memory.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(-ret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,5 +621,20 @@ mod tests {
                 assert_eq!(t[i * 3 + j], want, "({i}, {j})");
             }
         }
+    }
+
+    /// Detection agrees with the kernel's view of the CPU (`/proc/cpuinfo`), and the Linux
+    /// permission request succeeds exactly where AMX exists.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn amx_detection() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
+        let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+        let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+        assert_eq!(has_amx_bf16(), has("amx_bf16") && has("amx_tile"));
+        assert_eq!(has_avx512bf16(), has("avx512_bf16") && has("avx512f"));
+        assert_eq!(request_amx_permission().is_ok(), has_amx_bf16());
     }
 }
