@@ -135,46 +135,8 @@ fn bench_conv(
     budget: Duration,
     reps: usize,
 ) -> (f64, f64, f64) {
-    let ins = spec.in_shape();
-    let os = spec.out_shape();
-    let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
-    let mut seed = 1u32;
-    let mut rnd = || {
-        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-    };
-    let x: Vec<f32> = (0..spec.cin * ins.h * ins.w).map(|_| rnd()).collect();
-    let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k)
-        .map(|_| rnd() * 0.1)
-        .collect();
-    let mut xb = vec![0.0; ins.len()];
-    hrnet_runtime::kernels::from_nchw(ins, &x, &mut xb);
-    let mut packed = vec![0.0; spec.packed_len()];
-    spec.pack(&w, None, &mut packed);
-    // In the network every conv has its own weights (W32: ~114 MB, more than the L3), so by
-    // default each call reads a different copy of the weights, cycling through > 64 MB.
-    let copies = if hot_weights() {
-        1
-    } else {
-        (64 << 20) / (4 * packed.len()) + 1
-    };
-    let packed: Vec<Vec<f32>> = (0..copies).map(|_| packed.clone()).collect();
-    let mut out = vec![0.0; hr.len()];
-    let mut scratch = vec![0.0; spec.scratch_len(ctx.threads())];
-    let epi = if up > 0 {
-        Epilogue::upsample_accumulate(up, false)
-    } else {
-        Epilogue::plain(true)
-    };
-    let mut i = 0;
-    time_it(
-        || {
-            i = (i + 1) % copies;
-            conv(ctx, spec, &xb, &packed[i], &mut out, epi, &mut scratch)
-        },
-        budget,
-        reps,
-    )
+    let mut p = Prepared::new(*spec, up, None, ctx.threads());
+    time_it(|| p.call(ctx), budget, reps)
 }
 
 fn main() {
@@ -329,8 +291,9 @@ fn main() {
     }
 }
 
-/// One conv's buffers, ready to be called repeatedly; each call reads another copy of the
-/// weights unless `--hot` (see [`bench_conv`]).
+/// One conv's buffers, ready to be called repeatedly. In the network every conv has its own
+/// weights (W32: ~114 MB, more than the L3), so by default each call reads a different copy
+/// of the weights, cycling through > 64 MB (`--hot`: one copy, cache-resident, optimistic).
 struct Prepared {
     spec: ConvSpec,
     bf16: Option<Bf16Isa>,

@@ -9,20 +9,8 @@ use hrnet_runtime::kernels::{
     ActShape, Bf16Isa, ConvSpec, Ctx, Epilogue, Precision, SelfCheck, BLOCK,
 };
 
-/// Deterministic uniform(-1, 1) numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
+mod common;
+use common::{ref_conv, Epi, Rng, ALL_EPIS};
 
 /// The bf16 conv's defining order, NCHW, scalar: per output, for each input block, tap and
 /// pair of channels (up to the last real pair), one emulated `VDPBF16PS` lane; then the bias.
@@ -72,52 +60,6 @@ fn ref_bf16(s: &ConvSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     }
     y
 }
-
-/// Naive conv in f64.
-fn ref_f64(s: &ConvSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
-    let (ho, wo) = (s.h_out(), s.w_out());
-    let mut y = vec![0.0f64; s.cout * ho * wo];
-    for oc in 0..s.cout {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut acc = f64::from(b[oc]);
-                for ic in 0..s.cin {
-                    for ky in 0..s.k {
-                        for kx in 0..s.k {
-                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                            if iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
-                                continue;
-                            }
-                            acc += f64::from(x[(ic * s.h_in + iy as usize) * s.w_in + ix as usize])
-                                * f64::from(w[((oc * s.cin + ic) * s.k + ky) * s.k + kx]);
-                        }
-                    }
-                }
-                y[(oc * ho + oy) * wo + ox] = acc;
-            }
-        }
-    }
-    y
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Epi {
-    Plain,
-    Residual,
-    Accumulate,
-    UpAccumulate(u32),
-    UpResidual(u32),
-}
-
-const ALL_EPIS: [Epi; 6] = [
-    Epi::Plain,
-    Epi::Residual,
-    Epi::Accumulate,
-    Epi::UpAccumulate(1),
-    Epi::UpAccumulate(2),
-    Epi::UpResidual(3),
-];
 
 fn kernels() -> Vec<Bf16Isa> {
     Bf16Isa::ALL
@@ -227,7 +169,7 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
             }
         }
     }
-    let exact = ref_f64(&spec, &x, &w, &b);
+    let exact = ref_conv(&spec, &x, &w, &b);
     let scale = exact.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     y.iter()
         .zip(&exact)
