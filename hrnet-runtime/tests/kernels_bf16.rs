@@ -5,12 +5,12 @@
 
 use hrnet_runtime::kernels::bf16::{dpbf16_lane, pair};
 use hrnet_runtime::kernels::{
-    bf16_packed_len, bf16_scratch_len, conv_bf16, from_nchw, pack_bf16, packed_bytes, to_nchw,
-    ActShape, Bf16Isa, ConvSpec, Ctx, Epilogue, Precision, SelfCheck, BLOCK,
+    bf16_packed_len, bf16_scratch_len, conv_bf16, from_nchw, pack_bf16, packed_bytes, ActShape,
+    Bf16Isa, ConvSpec, Ctx, Precision, SelfCheck, BLOCK,
 };
 
 mod common;
-use common::{ref_conv, Epi, Rng, ALL_EPIS};
+use common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 
 /// The bf16 conv's defining order, NCHW, scalar: per output, for each input block, tap and
 /// pair of channels (up to the last real pair), one emulated `VDPBF16PS` lane; then the bias.
@@ -101,10 +101,7 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let y = ref_bf16(&spec, &x, &w, &b);
     let (c, ho, wo) = (spec.cout, spec.h_out(), spec.w_out());
     for &e in epis {
-        let u = match e {
-            Epi::UpAccumulate(u) | Epi::UpResidual(u) => u,
-            _ => 0,
-        };
+        let u = e.up();
         let hs = ActShape::new(c, ho << u, wo << u);
         let base = rng.vec(c * hs.h * hs.w);
         let mut base_b = vec![0.0; hs.len()];
@@ -131,28 +128,10 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                 for threads in [1, 2] {
                     let ctx = Ctx::new(threads);
                     let mut scratch = vec![f32::NAN; bf16_scratch_len(&spec)];
-                    let mut out = match e {
-                        Epi::Accumulate | Epi::UpAccumulate(_) => base_b.clone(),
-                        _ => vec![f32::NAN; hs.len()],
-                    };
-                    let epi = match e {
-                        Epi::Plain => Epilogue::plain(relu),
-                        Epi::Residual => Epilogue::residual(&base_b, relu),
-                        Epi::Accumulate => Epilogue::accumulate(relu),
-                        Epi::UpAccumulate(u) => Epilogue::upsample_accumulate(u, relu),
-                        Epi::UpResidual(u) => Epilogue::upsample_residual(&base_b, u, relu),
-                    };
+                    let mut out = e.initial_out(&base_b);
+                    let epi = e.epilogue(&base_b, relu);
                     conv_bf16(&ctx, isa, &spec, &xb, &packed, &mut out, epi, &mut scratch);
-                    let mut got = vec![0.0; c * hs.h * hs.w];
-                    to_nchw(hs, &out, &mut got);
-                    let mut clean = vec![0.0; hs.len()];
-                    from_nchw(hs, &got, &mut clean);
-                    assert!(
-                        out.iter()
-                            .zip(&clean)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{spec:?} {e:?} {isa:?}: halo or padding not zero"
-                    );
+                    let got = nchw_checked(hs, &out, &format!("{spec:?} {e:?} {isa:?}"));
                     if let Some(i) =
                         (0..got.len()).find(|&i| got[i].to_bits() != expected[i].to_bits())
                     {

@@ -6,7 +6,7 @@ use hrnet_runtime::kernels::{
 };
 
 mod common;
-use common::{ref_conv, Epi, Rng, ALL_EPIS};
+use common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 
 fn isas() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
@@ -28,10 +28,7 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let (c, ho, wo) = (spec.cout, spec.h_out(), spec.w_out());
     let mut worst = 0.0f64;
     for &e in epis {
-        let u = match e {
-            Epi::UpAccumulate(u) | Epi::UpResidual(u) => u,
-            _ => 0,
-        };
+        let u = e.up();
         let hs = ActShape::new(c, ho << u, wo << u);
         let base = rng.vec(c * hs.h * hs.w);
         let mut base_b = vec![0.0; hs.len()];
@@ -60,30 +57,10 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                 for threads in [1, 2] {
                     let ctx = Ctx::with_isa(threads, isa);
                     let mut scratch = vec![f32::NAN; spec.scratch_len(threads)];
-                    // Garbage everywhere a fresh output must overwrite (halo included).
-                    let mut out = match e {
-                        Epi::Accumulate | Epi::UpAccumulate(_) => base_b.clone(),
-                        _ => vec![f32::NAN; hs.len()],
-                    };
-                    let epi = match e {
-                        Epi::Plain => Epilogue::plain(relu),
-                        Epi::Residual => Epilogue::residual(&base_b, relu),
-                        Epi::Accumulate => Epilogue::accumulate(relu),
-                        Epi::UpAccumulate(u) => Epilogue::upsample_accumulate(u, relu),
-                        Epi::UpResidual(u) => Epilogue::upsample_residual(&base_b, u, relu),
-                    };
+                    let mut out = e.initial_out(&base_b);
+                    let epi = e.epilogue(&base_b, relu);
                     conv(&ctx, &spec, &xb, &packed, &mut out, epi, &mut scratch);
-                    // Halo and padding channels must be zero.
-                    let mut clean = vec![0.0; hs.len()];
-                    let mut got = vec![0.0; c * hs.h * hs.w];
-                    to_nchw(hs, &out, &mut got);
-                    from_nchw(hs, &got, &mut clean);
-                    assert!(
-                        out.iter()
-                            .zip(&clean)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{spec:?} {e:?} {isa:?}: halo or padding not zero"
-                    );
+                    let got = nchw_checked(hs, &out, &format!("{spec:?} {e:?} {isa:?}"));
                     let err = got
                         .iter()
                         .zip(&expected)

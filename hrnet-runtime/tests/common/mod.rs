@@ -1,7 +1,7 @@
 //! Helpers shared by the kernel tests: a deterministic generator, the naive f64 convolution
 //! and the epilogue cases.
 
-use hrnet_runtime::kernels::ConvSpec;
+use hrnet_runtime::kernels::{from_nchw, to_nchw, ActShape, ConvSpec, Epilogue};
 
 /// Deterministic uniform(-1, 1) numbers.
 pub struct Rng(pub u64);
@@ -66,3 +66,49 @@ pub const ALL_EPIS: [Epi; 6] = [
     Epi::UpAccumulate(2),
     Epi::UpResidual(3),
 ];
+
+impl Epi {
+    /// The upsampling factor (log2).
+    pub fn up(self) -> u32 {
+        match self {
+            Epi::UpAccumulate(u) | Epi::UpResidual(u) => u,
+            _ => 0,
+        }
+    }
+
+    /// The kernel epilogue, with `base` (blocked layout) as residual where there is one.
+    pub fn epilogue(self, base: &[f32], relu: bool) -> Epilogue<'_> {
+        match self {
+            Epi::Plain => Epilogue::plain(relu),
+            Epi::Residual => Epilogue::residual(base, relu),
+            Epi::Accumulate => Epilogue::accumulate(relu),
+            Epi::UpAccumulate(u) => Epilogue::upsample_accumulate(u, relu),
+            Epi::UpResidual(u) => Epilogue::upsample_residual(base, u, relu),
+        }
+    }
+
+    /// The output buffer before the call: `base` where the conv accumulates into it, else
+    /// NaN everywhere a fresh output must overwrite (halo included).
+    pub fn initial_out(self, base: &[f32]) -> Vec<f32> {
+        match self {
+            Epi::Accumulate | Epi::UpAccumulate(_) => base.to_vec(),
+            _ => vec![f32::NAN; base.len()],
+        }
+    }
+}
+
+/// `out` (blocked layout) as NCHW, after asserting that its halo and padding channels are
+/// zero; `what` names the case in the failure message.
+pub fn nchw_checked(shape: ActShape, out: &[f32], what: &str) -> Vec<f32> {
+    let mut got = vec![0.0; shape.c * shape.h * shape.w];
+    to_nchw(shape, out, &mut got);
+    let mut clean = vec![0.0; shape.len()];
+    from_nchw(shape, &got, &mut clean);
+    assert!(
+        out.iter()
+            .zip(&clean)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{what}: halo or padding not zero"
+    );
+    got
+}
