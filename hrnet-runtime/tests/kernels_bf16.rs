@@ -246,6 +246,11 @@ fn isa_names() {
     assert_eq!(Bf16Isa::parse("avx2"), Some(Bf16Isa::Portable));
     assert_eq!(Bf16Isa::parse("portable"), Some(Bf16Isa::Portable));
     assert_eq!(Bf16Isa::parse("sse"), None);
+    // The f32 kernels read the same variable: a bf16 name selects AVX-512 there.
+    assert_eq!(
+        hrnet_runtime::kernels::Isa::parse("avx512bf16"),
+        Some(hrnet_runtime::kernels::Isa::Avx512)
+    );
     assert!(Bf16Isa::Portable.is_available());
     assert!(Bf16Isa::detect().is_available());
 }
