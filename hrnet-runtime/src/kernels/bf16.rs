@@ -418,6 +418,7 @@ mod tests {
         assert_eq!(bf16_to_f32(f32_to_bf16(-2.5)), -2.5);
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn conversion_matches_hardware() {
         let Some(_) = cvt_hw([0.0; 32]) else {
@@ -457,6 +458,7 @@ mod tests {
     /// The emulation against `VDPBF16PS` on this CPU: every edge value in every position,
     /// then random values concentrated near the edges of the range, then cancellations and
     /// rounding ties.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn dpbf16_matches_hardware() {
         if dpbf16_hw([0.0; 16], [0; 16], [0; 16]).is_none() {

@@ -418,7 +418,7 @@ fn run(
         #[cfg(target_arch = "x86_64")]
         Bf16Isa::Avx512Bf16 => unsafe { convert_avx512bf16(&conv_job, t) },
         // SAFETY: as above.
-        _ => unsafe { convert_task::<false>(&conv_job, t) },
+        _ => unsafe { convert_task(&conv_job, t) },
     });
 
     // 2. The convolution.
@@ -497,7 +497,7 @@ impl Convert {
 ///
 /// # Safety
 /// `t` is a task of `j`, whose pointers address the whole input and converted buffers.
-unsafe fn convert_task<const UNUSED: bool>(j: &Convert, t: usize) {
+unsafe fn convert_task(j: &Convert, t: usize) {
     let (cb, p0, p1, nic) = j.range(t);
     for p in p0..p1 {
         let px = cb * j.pixels + p;
