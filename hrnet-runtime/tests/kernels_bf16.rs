@@ -9,8 +9,8 @@ use hrnet_runtime::kernels::{
     Bf16Isa, ConvSpec, Ctx, Precision, SelfCheck, BLOCK,
 };
 
-mod common;
-use common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
+mod conv_common;
+use conv_common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 
 /// The bf16 conv's defining order, NCHW, scalar: per output, for each input block, tap and
 /// pair of channels (up to the last real pair), one emulated `VDPBF16PS` lane; then the bias.

@@ -5,8 +5,8 @@ use hrnet_runtime::kernels::{
     act_len, conv, eltwise, from_nchw, to_nchw, ActShape, Algo, ConvSpec, Ctx, Epilogue, Isa,
 };
 
-mod common;
-use common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
+mod conv_common;
+use conv_common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 
 fn isas() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()

@@ -1,5 +1,5 @@
-//! Helpers shared by the kernel tests: a deterministic generator, the naive f64 convolution
-//! and the epilogue cases.
+//! Helpers shared by the convolution kernel tests (`kernels_conv`, `kernels_bf16`): a
+//! deterministic generator, the naive f64 convolution, the epilogue cases and the halo check.
 
 use hrnet_runtime::kernels::{from_nchw, to_nchw, ActShape, ConvSpec, Epilogue};
 
