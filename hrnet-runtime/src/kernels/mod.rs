@@ -10,10 +10,6 @@
 //!   packed form once, and [`conv()`] runs it with a fused [`Epilogue`] (bias, residual or
 //!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
 //! - [`eltwise`]: standalone adds for what cannot be fused.
-//! - [`bf16`] and [`bf16_conv`]: reduced precision. bf16 conversion and a bit-exact emulation
-//!   of `VDPBF16PS` / `TDPBF16PS`; a direct conv with bf16 weights and inputs, f32
-//!   accumulation and the same f32 epilogues ([`conv_bf16`]), on AVX512-BF16 or a portable
-//!   path equal to it bit for bit, the hardware path self-checked at first use ([`SelfCheck`]).
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
 //!
 //! Algorithms: a register-blocked direct convolution (any k×k, stride, padding ≤ 1; 1×1 convs
@@ -28,6 +24,11 @@
 //! [`Isa::active`] (overridable with `HRNET_ISA=avx512|avx2|portable`) or explicitly with
 //! [`Ctx::with_isa`]. The portable path uses the AVX-512 register blocking, so that generic
 //! code is exercised on machines without AVX-512.
+//!
+//! Reduced precision ([`bf16`], [`bf16_conv`]): bf16 conversion and a bit-exact emulation of
+//! `VDPBF16PS` / `TDPBF16PS`; a direct conv with bf16 weights and inputs, f32 accumulation and
+//! the same f32 epilogues ([`conv_bf16`]), on AVX512-BF16 or a portable path equal to it bit
+//! for bit, the hardware path self-checked at first use ([`SelfCheck`]).
 //!
 //! How generated code uses it (all shapes are constants; buffers are allocated once):
 //! ```
