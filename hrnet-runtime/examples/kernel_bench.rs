@@ -3,8 +3,14 @@
 //!
 //! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [--hot] [--shape NAME]`
 //! (`HRNET_ISA=avx2|portable` to time the other instruction sets).
+//!
+//! `-- --bf16`: the bf16 direct conv against f32 (default algorithm and direct) instead, the
+//! three timed in turns within each round (see [`bf16_table`]).
 
-use hrnet_runtime::kernels::{conv, Algo, ConvSpec, Ctx, Epilogue, Pool};
+use hrnet_runtime::kernels::{
+    bf16_packed_len, bf16_scratch_len, conv, conv_bf16, pack_bf16, Algo, Bf16Isa, ConvSpec, Ctx,
+    Epilogue, Pool,
+};
 use std::time::{Duration, Instant};
 
 /// One W32 conv shape: name, count in the network, spec, upsample factor (log2) of its epilogue.
@@ -129,46 +135,8 @@ fn bench_conv(
     budget: Duration,
     reps: usize,
 ) -> (f64, f64, f64) {
-    let ins = spec.in_shape();
-    let os = spec.out_shape();
-    let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
-    let mut seed = 1u32;
-    let mut rnd = || {
-        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-    };
-    let x: Vec<f32> = (0..spec.cin * ins.h * ins.w).map(|_| rnd()).collect();
-    let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k)
-        .map(|_| rnd() * 0.1)
-        .collect();
-    let mut xb = vec![0.0; ins.len()];
-    hrnet_runtime::kernels::from_nchw(ins, &x, &mut xb);
-    let mut packed = vec![0.0; spec.packed_len()];
-    spec.pack(&w, None, &mut packed);
-    // In the network every conv has its own weights (W32: ~114 MB, more than the L3), so by
-    // default each call reads a different copy of the weights, cycling through > 64 MB.
-    let copies = if hot_weights() {
-        1
-    } else {
-        (64 << 20) / (4 * packed.len()) + 1
-    };
-    let packed: Vec<Vec<f32>> = (0..copies).map(|_| packed.clone()).collect();
-    let mut out = vec![0.0; hr.len()];
-    let mut scratch = vec![0.0; spec.scratch_len(ctx.threads())];
-    let epi = if up > 0 {
-        Epilogue::upsample_accumulate(up, false)
-    } else {
-        Epilogue::plain(true)
-    };
-    let mut i = 0;
-    time_it(
-        || {
-            i = (i + 1) % copies;
-            conv(ctx, spec, &xb, &packed[i], &mut out, epi, &mut scratch)
-        },
-        budget,
-        reps,
-    )
+    let mut p = Prepared::new(*spec, up, None, ctx.threads());
+    time_it(|| p.call(ctx), budget, reps)
 }
 
 fn main() {
@@ -184,6 +152,10 @@ fn main() {
         (Duration::from_millis(60), 7)
     };
     let shapes = w32();
+    if args.iter().any(|a| a == "--bf16") {
+        bf16_table(&shapes, only.as_deref(), budget, reps);
+        return;
+    }
     let n_convs: usize = shapes.iter().map(|s| s.count).sum();
     let macs: usize = shapes.iter().map(|s| s.count * s.spec.macs()).sum();
     let isa = hrnet_runtime::kernels::Isa::active();
@@ -315,6 +287,174 @@ fn main() {
             totals[t - 1][2] * 1e3,
             totals[t - 1][1] * 1e3,
             2.0 * macs as f64 / totals[t - 1][0] * 1e-9
+        );
+    }
+}
+
+/// One conv's buffers, ready to be called repeatedly. In the network every conv has its own
+/// weights (W32: ~114 MB, more than the L3), so by default each call reads a different copy
+/// of the weights, cycling through > 64 MB (`--hot`: one copy, cache-resident, optimistic).
+struct Prepared {
+    spec: ConvSpec,
+    bf16: Option<Bf16Isa>,
+    up: u32,
+    x: Vec<f32>,
+    packed: Vec<Vec<f32>>,
+    out: Vec<f32>,
+    scratch: Vec<f32>,
+    next: usize,
+}
+
+impl Prepared {
+    fn new(spec: ConvSpec, up: u32, bf16: Option<Bf16Isa>, threads: usize) -> Prepared {
+        let ins = spec.in_shape();
+        let os = spec.out_shape();
+        let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
+        let mut seed = 1u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let x: Vec<f32> = (0..spec.cin * ins.h * ins.w).map(|_| rnd()).collect();
+        let w: Vec<f32> = (0..spec.cout * spec.cin * spec.k * spec.k)
+            .map(|_| rnd() * 0.1)
+            .collect();
+        let mut xb = vec![0.0; ins.len()];
+        hrnet_runtime::kernels::from_nchw(ins, &x, &mut xb);
+        let (packed, scratch) = match bf16 {
+            Some(_) => {
+                let mut p = vec![0.0; bf16_packed_len(&spec)];
+                pack_bf16(&spec, &w, None, &mut p);
+                (p, vec![0.0; bf16_scratch_len(&spec)])
+            }
+            None => {
+                let mut p = vec![0.0; spec.packed_len()];
+                spec.pack(&w, None, &mut p);
+                (p, vec![0.0; spec.scratch_len(threads)])
+            }
+        };
+        let copies = if hot_weights() {
+            1
+        } else {
+            (64 << 20) / (4 * packed.len()) + 1
+        };
+        Prepared {
+            spec,
+            bf16,
+            up,
+            x: xb,
+            packed: (0..copies).map(|_| packed.clone()).collect(),
+            out: vec![0.0; hr.len()],
+            scratch,
+            next: 0,
+        }
+    }
+
+    fn call(&mut self, ctx: &Ctx) {
+        self.next = (self.next + 1) % self.packed.len();
+        let epi = if self.up > 0 {
+            Epilogue::upsample_accumulate(self.up, false)
+        } else {
+            Epilogue::plain(true)
+        };
+        let packed = &self.packed[self.next];
+        match self.bf16 {
+            Some(isa) => conv_bf16(
+                ctx,
+                isa,
+                &self.spec,
+                &self.x,
+                packed,
+                &mut self.out,
+                epi,
+                &mut self.scratch,
+            ),
+            None => conv(
+                ctx,
+                &self.spec,
+                &self.x,
+                packed,
+                &mut self.out,
+                epi,
+                &mut self.scratch,
+            ),
+        }
+    }
+}
+
+/// `--bf16`: per W32 shape, the bf16 direct conv ([`Bf16Isa::active`]) against f32 with the
+/// default algorithm and f32 direct. Each of `reps` rounds times the three in turn (a batch
+/// of ~`budget` each, caller CPU time), so load changes on a shared machine hit all three
+/// alike; per-call times are medians over the rounds. Prints the per-shape ratios and the
+/// count-weighted whole-network conv time of each.
+fn bf16_table(shapes: &[Shape], only: Option<&str>, budget: Duration, reps: usize) {
+    let isa = Bf16Isa::active();
+    println!(
+        "HRNet-W32 pose 256x192, bf16 kernel {isa:?} vs f32 ({:?}); weights {}",
+        hrnet_runtime::kernels::Isa::active(),
+        if hot_weights() { "hot" } else { "cold" }
+    );
+    for threads in [1usize, 2] {
+        let ctx = Ctx::new(threads);
+        println!("\n== {threads} thread(s); us per call (median of {reps} interleaved rounds) ==");
+        println!(
+            "{:<28} {:>5} {:>6} {:>9} {:>6} {:>9} {:>6} {:>9} {:>6} {:>8} {:>8}",
+            "shape",
+            "count",
+            "algo",
+            "f32",
+            "GF/s",
+            "f32 dir",
+            "GF/s",
+            "bf16",
+            "GF/s",
+            "bf16/f32",
+            "bf16/dir"
+        );
+        let mut totals = [0.0f64; 3];
+        for sh in shapes {
+            if only.is_some_and(|o| !sh.name.contains(o)) {
+                continue;
+            }
+            let mut variants = [
+                Prepared::new(sh.spec, sh.up, None, threads),
+                Prepared::new(sh.spec.with_algo(Algo::Direct), sh.up, None, threads),
+                Prepared::new(sh.spec, sh.up, Some(isa), threads),
+            ];
+            let mut times = [vec![], vec![], vec![]];
+            for _ in 0..reps {
+                for (v, t) in variants.iter_mut().zip(times.iter_mut()) {
+                    t.push(time_it(|| v.call(&ctx), budget, 1).0);
+                }
+            }
+            let med = times.map(|mut t| median(&mut t));
+            let flops = 2.0 * sh.spec.macs() as f64;
+            for (tot, m) in totals.iter_mut().zip(med) {
+                *tot += m * sh.count as f64;
+            }
+            println!(
+                "{:<28} {:>5} {:>6} {:>9.1} {:>6.1} {:>9.1} {:>6.1} {:>9.1} {:>6.1} {:>8.2} {:>8.2}",
+                sh.name,
+                sh.count,
+                format!("{:?}", sh.spec.algo).replace("Winograd", "F"),
+                med[0] * 1e6,
+                flops / med[0] * 1e-9,
+                med[1] * 1e6,
+                flops / med[1] * 1e-9,
+                med[2] * 1e6,
+                flops / med[2] * 1e-9,
+                med[2] / med[0],
+                med[2] / med[1]
+            );
+        }
+        println!(
+            "W32 conv time, {threads} thread(s): f32 default algorithms {:.1} ms, f32 direct {:.1} ms, \
+             bf16 direct {:.1} ms; bf16 / f32 default = {:.2}, bf16 / f32 direct = {:.2}",
+            totals[0] * 1e3,
+            totals[1] * 1e3,
+            totals[2] * 1e3,
+            totals[2] / totals[0],
+            totals[2] / totals[1]
         );
     }
 }

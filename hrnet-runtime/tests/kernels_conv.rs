@@ -5,67 +5,8 @@ use hrnet_runtime::kernels::{
     act_len, conv, eltwise, from_nchw, to_nchw, ActShape, Algo, ConvSpec, Ctx, Epilogue, Isa,
 };
 
-/// Deterministic uniform(-1, 1) numbers.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next()).collect()
-    }
-}
-
-/// Naive conv, NCHW, f64 accumulation, with bias.
-fn ref_conv(s: &ConvSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
-    let (ho, wo) = (s.h_out(), s.w_out());
-    let mut y = vec![0.0f64; s.cout * ho * wo];
-    for oc in 0..s.cout {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let mut acc = f64::from(b[oc]);
-                for ic in 0..s.cin {
-                    for ky in 0..s.k {
-                        for kx in 0..s.k {
-                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                            if iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
-                                continue;
-                            }
-                            let xv = x[(ic * s.h_in + iy as usize) * s.w_in + ix as usize];
-                            let wv = w[((oc * s.cin + ic) * s.k + ky) * s.k + kx];
-                            acc += f64::from(xv) * f64::from(wv);
-                        }
-                    }
-                }
-                y[(oc * ho + oy) * wo + ox] = acc;
-            }
-        }
-    }
-    y
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Epi {
-    Plain,
-    Residual,
-    Accumulate,
-    UpAccumulate(u32),
-    UpResidual(u32),
-}
-
-const ALL_EPIS: [Epi; 6] = [
-    Epi::Plain,
-    Epi::Residual,
-    Epi::Accumulate,
-    Epi::UpAccumulate(1),
-    Epi::UpAccumulate(2),
-    Epi::UpResidual(3),
-];
+mod conv_common;
+use conv_common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 
 fn isas() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
@@ -87,10 +28,7 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let (c, ho, wo) = (spec.cout, spec.h_out(), spec.w_out());
     let mut worst = 0.0f64;
     for &e in epis {
-        let u = match e {
-            Epi::UpAccumulate(u) | Epi::UpResidual(u) => u,
-            _ => 0,
-        };
+        let u = e.up();
         let hs = ActShape::new(c, ho << u, wo << u);
         let base = rng.vec(c * hs.h * hs.w);
         let mut base_b = vec![0.0; hs.len()];
@@ -119,30 +57,10 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
                 for threads in [1, 2] {
                     let ctx = Ctx::with_isa(threads, isa);
                     let mut scratch = vec![f32::NAN; spec.scratch_len(threads)];
-                    // Garbage everywhere a fresh output must overwrite (halo included).
-                    let mut out = match e {
-                        Epi::Accumulate | Epi::UpAccumulate(_) => base_b.clone(),
-                        _ => vec![f32::NAN; hs.len()],
-                    };
-                    let epi = match e {
-                        Epi::Plain => Epilogue::plain(relu),
-                        Epi::Residual => Epilogue::residual(&base_b, relu),
-                        Epi::Accumulate => Epilogue::accumulate(relu),
-                        Epi::UpAccumulate(u) => Epilogue::upsample_accumulate(u, relu),
-                        Epi::UpResidual(u) => Epilogue::upsample_residual(&base_b, u, relu),
-                    };
+                    let mut out = e.initial_out(&base_b);
+                    let epi = e.epilogue(&base_b, relu);
                     conv(&ctx, &spec, &xb, &packed, &mut out, epi, &mut scratch);
-                    // Halo and padding channels must be zero.
-                    let mut clean = vec![0.0; hs.len()];
-                    let mut got = vec![0.0; c * hs.h * hs.w];
-                    to_nchw(hs, &out, &mut got);
-                    from_nchw(hs, &got, &mut clean);
-                    assert!(
-                        out.iter()
-                            .zip(&clean)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{spec:?} {e:?} {isa:?}: halo or padding not zero"
-                    );
+                    let got = nchw_checked(hs, &out, &format!("{spec:?} {e:?} {isa:?}"));
                     let err = got
                         .iter()
                         .zip(&expected)

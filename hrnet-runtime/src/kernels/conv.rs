@@ -368,44 +368,18 @@ pub fn conv(
     scratch: &mut [f32],
 ) {
     spec.validate();
-    let ins = spec.in_shape();
-    let os = spec.out_shape();
-    let u = epi.upsample_log2;
-    assert!(u < 16, "conv: upsample factor");
-    let hr = ActShape::new(os.c, os.h << u, os.w << u);
-    assert_eq!(input.len(), ins.len(), "conv: input length");
+    assert_eq!(input.len(), spec.in_shape().len(), "conv: input length");
     assert_eq!(
         packed.len(),
         spec.packed_len(),
         "conv: packed weights length"
     );
-    assert_eq!(out.len(), hr.len(), "conv: output length");
     assert!(
         scratch.len() >= spec.scratch_len(ctx.threads()),
         "conv: scratch length"
     );
-    if let Addend::Tensor(r) = epi.add {
-        assert_eq!(r.len(), hr.len(), "conv: addend length");
-    }
-    if !matches!(epi.add, Addend::Output) {
-        zero_halo(hr, out);
-    }
-    let ptr = out.as_mut_ptr();
-    let res = match epi.add {
-        Addend::None => std::ptr::null(),
-        Addend::Tensor(r) => r.as_ptr(),
-        Addend::Output => ptr as *const f32,
-    };
-    let ocb = os.blocks();
-    let sink = Out {
-        ptr,
-        shape: hr,
-        res,
-        add: !matches!(epi.add, Addend::None),
-        relu: epi.relu,
-        up: u,
-        bias: packed.as_ptr(),
-    };
+    let sink = Out::new(spec, out, epi, packed);
+    let ocb = spec.out_shape().blocks();
     let weights = packed[ocb * BLOCK..].as_ptr();
     match spec.algo {
         Algo::Direct => direct(ctx, spec, input.as_ptr(), weights, sink),
@@ -437,6 +411,45 @@ pub(crate) struct Out {
 }
 
 impl Out {
+    /// The epilogue `epi` of `spec` writing into `out`, with the bias at the start of
+    /// `packed` (`ocb · 16` floats). Checks the lengths of `out` and of the addend and writes
+    /// the halo of a fresh output with zeros.
+    ///
+    /// # Panics
+    /// If a buffer length does not match the spec.
+    pub(crate) fn new(spec: &ConvSpec, out: &mut [f32], epi: Epilogue<'_>, packed: &[f32]) -> Out {
+        let os = spec.out_shape();
+        let u = epi.upsample_log2;
+        assert!(u < 16, "conv: upsample factor");
+        let hr = ActShape::new(os.c, os.h << u, os.w << u);
+        assert_eq!(out.len(), hr.len(), "conv: output length");
+        assert!(
+            packed.len() >= os.blocks() * BLOCK,
+            "conv: packed bias length"
+        );
+        if let Addend::Tensor(r) = epi.add {
+            assert_eq!(r.len(), hr.len(), "conv: addend length");
+        }
+        if !matches!(epi.add, Addend::Output) {
+            zero_halo(hr, out);
+        }
+        let ptr = out.as_mut_ptr();
+        let res = match epi.add {
+            Addend::None => std::ptr::null(),
+            Addend::Tensor(r) => r.as_ptr(),
+            Addend::Output => ptr as *const f32,
+        };
+        Out {
+            ptr,
+            shape: hr,
+            res,
+            add: !matches!(epi.add, Addend::None),
+            relu: epi.relu,
+            up: u,
+            bias: packed.as_ptr(),
+        }
+    }
+
     /// Stores the conv result `v` (bias not yet added) of output block `ob` at conv-resolution
     /// pixel `(y, x)`.
     ///
@@ -578,7 +591,7 @@ pub(crate) unsafe fn strips<S: Strip, V: Vf, const NB: usize, const NP: usize>(
 }
 
 /// Target number of tasks a direct conv is split into.
-const TASKS_PER_CONV: usize = 8;
+pub(crate) const TASKS_PER_CONV: usize = 8;
 
 /// Everything a direct-conv task needs, as raw pointers.
 struct DirectJob {

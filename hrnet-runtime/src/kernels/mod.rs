@@ -29,6 +29,11 @@
 //! [`Ctx::with_isa`]. The portable path uses the AVX-512 register blocking, so that generic
 //! code is exercised on machines without AVX-512.
 //!
+//! Reduced precision ([`bf16`], [`bf16_conv`]): bf16 conversion and a bit-exact emulation of
+//! `VDPBF16PS` / `TDPBF16PS`; a direct conv with bf16 weights and inputs, f32 accumulation and
+//! the same f32 epilogues ([`conv_bf16`]), on AVX512-BF16 or a portable path equal to it bit
+//! for bit, the hardware path self-checked at first use ([`SelfCheck`]).
+//!
 //! How generated code uses it (all shapes are constants; buffers are allocated once):
 //! ```
 //! use hrnet_runtime::kernels::{act_len, conv, ConvSpec, Ctx, Epilogue};
@@ -46,6 +51,8 @@
 //! conv(&ctx, &CONV2, &mid, &packed, &mut y, Epilogue::residual(&x, true), &mut scratch);
 //! ```
 
+pub mod bf16;
+pub mod bf16_conv;
 pub mod conv;
 pub mod eltwise;
 pub mod head;
@@ -55,6 +62,10 @@ pub mod resize;
 mod simd;
 mod winograd;
 
+pub use bf16_conv::{
+    bf16_packed_len, bf16_scratch_len, conv_bf16, pack_bf16, packed_bytes, Bf16Isa, Precision,
+    SelfCheck,
+};
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
 pub use pool::Pool;
@@ -108,7 +119,7 @@ impl Isa {
     /// Parses `avx512`, `avx2` or `portable`.
     pub fn parse(s: &str) -> Option<Isa> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "avx512" | "avx512f" => Some(Isa::Avx512),
+            "avx512" | "avx512f" | "avx512bf16" => Some(Isa::Avx512),
             "avx2" => Some(Isa::Avx2),
             "portable" | "scalar" => Some(Isa::Portable),
             _ => None,
