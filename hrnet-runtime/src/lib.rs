@@ -10,6 +10,7 @@
 //! **This crate never depends on hrnet-ir, quote or cranelift.**
 #![deny(missing_docs)]
 
+pub mod fsio;
 pub mod kernels;
 pub mod model;
 pub mod npy;
