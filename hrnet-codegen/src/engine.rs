@@ -260,9 +260,14 @@ pub struct Aot {
 /// A new private directory (mode 0700, a random name created exclusively) under `parent` for
 /// the AOT binary's files: nothing another user planted there earlier is ever used.
 fn work_dir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("hrnet-aot-")
-        .tempdir_in(parent)
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("hrnet-aot-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir_in(parent)
 }
 
 impl Aot {
