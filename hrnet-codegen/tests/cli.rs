@@ -12,13 +12,9 @@ fn cache() -> PathBuf {
 }
 
 fn hrnetc(args: &[&str]) -> Output {
-    hrnetc_with_cache(args, &cache())
-}
-
-fn hrnetc_with_cache(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hrnetc"))
         .args(args)
-        .env("HRNET_CACHE_DIR", cache)
+        .env("HRNET_CACHE_DIR", cache())
         .output()
         .expect("hrnetc starts")
 }
@@ -51,6 +47,29 @@ fn refused(out: &Output, needle: &str) {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains(needle), "expected `{needle}` in: {err}");
+}
+
+/// `hrnetc run` of the tiny pose network on the astronaut picture with the reference engine,
+/// `weights` and `extra` arguments.
+fn pose_run(weights: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/tiny_pose/config.yaml"
+        ),
+        "--weights",
+        s(weights),
+        "--engine",
+        "reference",
+        "--image",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/pose/astronaut.png"
+        ),
+    ];
+    args.extend_from_slice(extra);
+    hrnetc(&args)
 }
 
 /// A name no earlier test run used (generated code names its config, so this is a new AOT
@@ -480,24 +499,9 @@ fn thread_and_run_counts_are_bounded() {
 /// readably.
 #[test]
 fn boxes_take_negative_coordinates_and_name_the_bad_field() {
-    let dir = data().join("tiny_pose");
+    let weights = data().join("tiny_pose/weights.pth");
     let json = tmp("boxes.json");
-    let run = |b: &str| {
-        hrnetc(&[
-            "run",
-            s(&dir.join("config.yaml")),
-            "--weights",
-            s(&dir.join("weights.pth")),
-            "--engine",
-            "reference",
-            "--image",
-            s(&data().join("pose/astronaut.png")),
-            "--box",
-            b,
-            "--output",
-            s(&json),
-        ])
-    };
+    let run = |b: &str| pose_run(&weights, &["--box", b, "--output", s(&json)]);
     let r = run("-60,-40,200,300");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -568,18 +572,7 @@ fn non_finite_outputs_never_reach_the_json() {
     });
     let json = tmp("nan.json");
     let _ = std::fs::remove_file(&json);
-    let r = hrnetc(&[
-        "run",
-        s(&data().join("tiny_pose/config.yaml")),
-        "--weights",
-        s(&nan),
-        "--engine",
-        "reference",
-        "--image",
-        s(&data().join("pose/astronaut.png")),
-        "--output",
-        s(&json),
-    ]);
+    let r = pose_run(&nan, &["--output", s(&json)]);
     refused(&r, "person 0, keypoint 0: score is NaN");
     assert!(!json.exists());
 }
@@ -610,24 +603,11 @@ fn inspect_escapes_tensor_names() {
 /// FIFO) is refused, not replaced.
 #[test]
 fn outputs_are_all_or_nothing() {
-    let dir = data().join("tiny_pose");
+    let weights = data().join("tiny_pose/weights.pth");
     let json = tmp("partial.json");
     let _ = std::fs::remove_file(&json);
     let args = |output: &Path, draw: &Path| {
-        hrnetc(&[
-            "run",
-            s(&dir.join("config.yaml")),
-            "--weights",
-            s(&dir.join("weights.pth")),
-            "--engine",
-            "reference",
-            "--image",
-            s(&data().join("pose/astronaut.png")),
-            "--output",
-            s(output),
-            "--draw",
-            s(draw),
-        ])
+        pose_run(&weights, &["--output", s(output), "--draw", s(draw)])
     };
     let missing = tmp("no-such-dir").join("people.png");
     refused(&args(&json, &missing), "no-such-dir");
@@ -726,46 +706,40 @@ fn inputs_must_be_regular_files() {
 #[test]
 fn aot_refuses_a_shared_cache_directory() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = data().join("tiny_pose");
     let shared = tmp("shared-cache");
     std::fs::create_dir_all(&shared).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
-    let r = hrnetc_with_cache(
-        &[
-            "run",
-            s(&dir.join("config.yaml")),
-            "--weights",
-            s(&dir.join("weights.pth")),
-            "--input",
-            s(&dir.join("input.npy")),
-            "--output",
-            s(&tmp("shared.npy")),
-            "--engine",
-            "aot",
-        ],
-        &shared,
-    );
+    let r = aot_command(&data().join("tiny_pose/config.yaml"), &tmp("shared.npy"))
+        .env("HRNET_CACHE_DIR", &shared)
+        .output()
+        .unwrap();
     refused(&r, &format!("refusing the cache directory {}", s(&shared)));
     refused(&r, "is writable by its group (mode 775)");
     assert!(!shared.join("aot").exists());
 }
 
-/// Runs the tiny network through the AOT engine with the config saved under `name`; returns
-/// stderr after checking the output.
+/// `hrnetc run --engine aot` of the tiny network with `config` (a copy of its config),
+/// writing `out`.
+fn aot_command(config: &Path, out: &Path) -> Command {
+    let dir = data().join("tiny_pose");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hrnetc"));
+    c.arg("run")
+        .arg(config)
+        .arg("--weights")
+        .arg(dir.join("weights.pth"))
+        .arg("--input")
+        .arg(dir.join("input.npy"))
+        .arg("--output")
+        .arg(out)
+        .args(["--engine", "aot"])
+        .env("HRNET_CACHE_DIR", cache());
+    c
+}
+
+/// Runs [`aot_command`] and checks its output; returns its stderr.
 fn run_aot(config: &Path, out: &Path) -> String {
     let dir = data().join("tiny_pose");
-    let r = hrnetc(&[
-        "run",
-        s(config),
-        "--weights",
-        s(&dir.join("weights.pth")),
-        "--input",
-        s(&dir.join("input.npy")),
-        "--output",
-        s(out),
-        "--engine",
-        "aot",
-    ]);
+    let r = aot_command(config, out).output().unwrap();
     let err = String::from_utf8_lossy(&r.stderr).into_owned();
     assert!(r.status.success(), "{err}");
     let (_, y) = hrnet_runtime::npy::read_f32(out).unwrap();
@@ -827,7 +801,6 @@ fn aot_never_runs_a_planted_binary() {
 #[test]
 fn aot_concurrent_builds_of_one_model_both_succeed() {
     let config = fresh_config("concurrent");
-    let dir = data().join("tiny_pose");
     let outs = [
         tmp(&format!("{}.npy", unique("c1"))),
         tmp(&format!("{}.npy", unique("c2"))),
@@ -835,20 +808,7 @@ fn aot_concurrent_builds_of_one_model_both_succeed() {
     let children: Vec<_> = outs
         .iter()
         .map(|out| {
-            Command::new(env!("CARGO_BIN_EXE_hrnetc"))
-                .args([
-                    "run",
-                    s(&config),
-                    "--weights",
-                    s(&dir.join("weights.pth")),
-                    "--input",
-                    s(&dir.join("input.npy")),
-                    "--output",
-                    s(out),
-                    "--engine",
-                    "aot",
-                ])
-                .env("HRNET_CACHE_DIR", cache())
+            aot_command(&config, out)
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
