@@ -2,33 +2,65 @@
 //! build.rs would), and run the binary.
 //!
 //! The cache lives in `$HRNET_CACHE_DIR`, else `$XDG_CACHE_HOME/hrnet`, else
-//! `$HOME/.cache/hrnet`. Each generated model gets a directory named by a hash of its source
-//! and of hrnetc's version, so an unchanged config reuses its build; all models share one
-//! cargo target directory, so hrnet-runtime is compiled once. A build is reused only while the
-//! hrnet-runtime sources are unchanged (sizes and modification times, recorded in the build's
-//! stamp); after an edit or an update of the checkout, cargo rebuilds what changed.
+//! `$HOME/.cache/hrnet`. What it holds is executed, so it is trusted only when it is private:
+//! the directory is created with mode 0700 and refused unless the current user owns it and
+//! neither its group nor others may write to it.
+//!
+//! Each generated model gets a directory named by its key, a SHA-256 over everything that
+//! determines the binary: the generated source, the driver around it, the manifest, the
+//! contents of every hrnet-runtime source file, the workspace `Cargo.lock` the build is locked
+//! to, `rustc -vV`, and the environment and cargo configuration that change flags. All models
+//! share one cargo target directory, so hrnet-runtime is compiled once. A build is reused only
+//! when the stored `model.rs` equals the fresh source byte for byte and the binary's SHA-256
+//! is the one recorded when it was built; anything else is rebuilt. A lock file per key keeps
+//! two `hrnetc` processes from writing the same model's files at once. The nested build runs
+//! with `--locked` against a `Cargo.lock` made from the workspace's by keeping exactly the
+//! packages hrnet-runtime needs (the versions this checkout was tested with).
 
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Why the AOT engine could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AotError {
-    /// No cache directory could be determined or created.
+    /// No cache directory could be determined, created or written.
     #[error("cannot use the cache directory {path}: {error}")]
     Cache {
-        /// The directory.
+        /// The directory or file.
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// The cache directory could be written by someone else: what it holds cannot be trusted.
+    #[error("refusing the cache directory {path}: it {problem}")]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// The hrnet-runtime sources the generated crate depends on are not where hrnetc was
     /// built from.
     #[error("cannot find the hrnet-runtime sources at {0}: set HRNET_RUNTIME_PATH to a checkout's hrnet-runtime directory")]
     Runtime(PathBuf),
-    /// cargo could not be started.
-    #[error("cannot run cargo: {0}")]
-    Cargo(std::io::Error),
+    /// The checkout has no `Cargo.lock` to lock the build to.
+    #[error("cannot read {path} (the lock file the generated crate is built with): {error}")]
+    Lockfile {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// cargo or rustc could not be started.
+    #[error("cannot run {tool}: {error}")]
+    Tool {
+        /// `cargo` or `rustc`.
+        tool: String,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The generated crate did not build.
     #[error("building the generated model failed (log: {log})")]
     Build {
@@ -40,6 +72,23 @@ pub enum AotError {
     Run(String),
 }
 
+/// What [`build`] tells its caller about a build (a first build takes up to a minute).
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// cargo is starting on the crate in this directory.
+    Building {
+        /// The generated crate.
+        dir: &'a Path,
+    },
+    /// cargo finished.
+    Built {
+        /// The generated crate.
+        dir: &'a Path,
+        /// How long it took.
+        elapsed: Duration,
+    },
+}
+
 /// The fixed input every `hrnetc bench` engine times (`n` floats). The AOT driver
 /// (`MAIN_RS`, compiled into the generated crate) writes the same expression out.
 pub fn bench_input(n: usize) -> Vec<f32> {
@@ -48,7 +97,7 @@ pub fn bench_input(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Where generated models are built.
+/// Where generated models are built (not yet checked; see [`private_cache_dir`]).
 pub fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("HRNET_CACHE_DIR") {
         return Some(PathBuf::from(d));
@@ -57,6 +106,83 @@ pub fn cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(d).join("hrnet"));
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("hrnet"))
+}
+
+/// The cache directory, created (mode 0700) if missing, and checked to be private: owned by
+/// the current user and writable by nobody else.
+pub fn private_cache_dir() -> Result<PathBuf, AotError> {
+    let root = cache_dir().ok_or_else(|| AotError::Cache {
+        path: PathBuf::from("$HOME/.cache/hrnet"),
+        error: std::io::Error::other("neither HRNET_CACHE_DIR, XDG_CACHE_HOME nor HOME is set"),
+    })?;
+    private_dir(&root)?;
+    Ok(root)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 and checks that it is private.
+fn private_dir(dir: &Path) -> Result<(), AotError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|error| AotError::Cache {
+        path: dir.into(),
+        error,
+    })?;
+    let meta = std::fs::metadata(dir).map_err(|error| AotError::Cache {
+        path: dir.into(),
+        error,
+    })?;
+    let refuse = |problem: String| AotError::Unsafe {
+        path: dir.into(),
+        problem,
+    };
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(refuse(format!(
+                "is owned by user {}, not by the current user ({me})",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                (true, true) => "its group and by others",
+                (true, false) => "its group",
+                _ => "others",
+            };
+            return Err(refuse(format!(
+                "is writable by {who} (mode {mode:o}), and the AOT engine executes what it finds there: `chmod 700 {}`",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in the private cache directory holding `bytes`, removed when dropped: a
+/// checkpoint for the AOT binary to load when there is none on disk (`hrnetc bench` without
+/// `--weights`).
+pub fn temp_weights(bytes: &[u8]) -> Result<tempfile::NamedTempFile, AotError> {
+    let root = private_cache_dir()?;
+    let err = |error| AotError::Cache {
+        path: root.clone(),
+        error,
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("random-weights-")
+        .suffix(".safetensors")
+        .tempfile_in(&root)
+        .map_err(err)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(err)?;
+    Ok(file)
 }
 
 fn runtime_path() -> Result<PathBuf, AotError> {
@@ -74,47 +200,104 @@ fn runtime_path() -> Result<PathBuf, AotError> {
     }
 }
 
-/// A fingerprint of the crate at `dir`: path, size and modification time of its manifest and
-/// of every file under `src/`.
-fn sources_fingerprint(dir: &Path) -> u64 {
-    fn add(path: PathBuf, out: &mut Vec<String>) {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return;
-        };
-        if meta.is_dir() {
-            for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                add(e.path(), out);
+/// Feeds the crate at `dir` into `h`: the relative path, length and contents of its manifest
+/// and of every file under `src/`, in sorted order.
+fn hash_sources(dir: &Path, h: &mut Sha256) -> Result<(), AotError> {
+    fn walk(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        if std::fs::metadata(path)?.is_dir() {
+            for e in std::fs::read_dir(path)? {
+                walk(&e?.path(), out)?;
             }
         } else {
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            out.push(format!("{}\t{}\t{mtime}\n", path.display(), meta.len()));
+            out.push(path.to_path_buf());
         }
+        Ok(())
     }
-    let mut files = Vec::new();
-    add(dir.join("Cargo.toml"), &mut files);
-    add(dir.join("src"), &mut files);
+    let err = |error| AotError::Cache {
+        path: dir.into(),
+        error,
+    };
+    let mut files = vec![dir.join("Cargo.toml")];
+    walk(&dir.join("src"), &mut files).map_err(err)?;
     files.sort();
-    fnv1a(&[files.concat().as_bytes()])
+    for f in files {
+        let bytes = std::fs::read(&f).map_err(|error| AotError::Cache {
+            path: f.clone(),
+            error,
+        })?;
+        let rel = f.strip_prefix(dir).unwrap_or(&f);
+        part(h, rel.to_string_lossy().as_bytes());
+        part(h, &bytes);
+    }
+    Ok(())
 }
 
-/// 64-bit FNV-1a, for cache keys.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for p in parts {
-        for &b in *p {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h = (h ^ 0xff).wrapping_mul(0x0000_0100_0000_01b3);
+/// Adds one length-prefixed part to a key, so that no two sequences of parts collide.
+fn part(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `rustc -vV`: the compiler's version, commit and host target.
+fn rustc_version() -> Result<Vec<u8>, AotError> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|error| AotError::Tool {
+            tool: rustc.to_string_lossy().into_owned(),
+            error,
+        })?;
+    Ok(out.stdout)
+}
+
+/// The environment variables and cargo configuration files that can change how cargo builds
+/// the crate (flags, profile, target, wrappers).
+fn build_environment(h: &mut Sha256) {
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "RUSTFLAGS" | "CARGO_ENCODED_RUSTFLAGS" | "RUSTC" | "RUSTC_WRAPPER" | "HRNET_ISA"
+            ) || k.starts_with("CARGO_PROFILE_")
+                || k.starts_with("CARGO_BUILD_")
+                || (k.starts_with("CARGO_TARGET_") && k != "CARGO_TARGET_DIR")
+        })
+        .collect();
+    vars.sort();
+    for (k, v) in vars {
+        part(h, k.as_bytes());
+        part(h, v.as_bytes());
     }
-    h
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = home {
+        for name in ["config.toml", "config"] {
+            if let Ok(bytes) = std::fs::read(home.join(name)) {
+                part(h, name.as_bytes());
+                part(h, &bytes);
+            }
+        }
+    }
+}
+
+/// The manifest of the generated crate.
+fn manifest(key: &str, runtime: &Path) -> String {
+    format!(
+        "[package]\nname = \"hrnet-aot-{key}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\nhrnet-runtime = {{ path = {:?} }}\n\n[profile.release]\npanic = \"abort\"\n\n[workspace]\n",
+        runtime.to_string_lossy()
+    )
 }
 
 /// The driver compiled around a generated model: `run` maps an .npy to an .npy, `bench`
-/// times the model and prints one JSON line.
+/// times the model and prints its median and fastest run in milliseconds.
 const MAIN_RS: &str = r#"// Driver for a model generated by hrnetc (--engine aot).
 mod model {
     include!("model.rs");
@@ -144,11 +327,12 @@ fn main() {
             m.run(&x, &mut output, &mut scratch).unwrap_or_else(|e| fail(e.to_string()));
             npy::write_f32(out, &model::OUTPUT_SHAPE, &output).unwrap_or_else(|e| fail(format!("{out}: {e}")));
         }
-        ("bench", [runs]) => {
+        ("bench", [runs, warmup]) => {
             let runs: usize = runs.parse().unwrap_or_else(|_| fail(format!("bad run count {runs}")));
+            let warmup: usize = warmup.parse().unwrap_or_else(|_| fail(format!("bad warm-up count {warmup}")));
             let n: usize = model::INPUT_SHAPE.iter().product();
             let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
-            for _ in 0..2 {
+            for _ in 0..warmup {
                 m.run(&x, &mut output, &mut scratch).unwrap_or_else(|e| fail(e.to_string()));
             }
             let mut times = Vec::with_capacity(runs);
@@ -160,7 +344,7 @@ fn main() {
             times.sort_by(f64::total_cmp);
             println!("{} {}", times[times.len() / 2], times[0]);
         }
-        _ => fail("usage: run WEIGHTS THREADS INPUT OUTPUT | bench WEIGHTS THREADS RUNS".into()),
+        _ => fail("usage: run WEIGHTS THREADS INPUT OUTPUT | bench WEIGHTS THREADS RUNS WARMUP".into()),
     }
 }
 "#;
@@ -174,57 +358,117 @@ pub struct Built {
     pub fresh: bool,
 }
 
-/// Builds (or reuses) the binary for generated `source`.
-pub fn build(source: &str) -> Result<Built, AotError> {
-    let root = cache_dir().ok_or_else(|| AotError::Cache {
-        path: PathBuf::from("$HOME/.cache/hrnet"),
-        error: std::io::Error::other("no HOME"),
-    })?;
+/// The SHA-256 of a file, or `None` when it cannot be read.
+fn file_sha256(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(hex(&Sha256::digest(&bytes)))
+}
+
+/// Builds (or reuses) the binary for generated `source`; `progress` hears about a build.
+pub fn build(source: &str, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Built, AotError> {
+    let root = private_cache_dir()?;
+    let aot = root.join("aot");
+    private_dir(&aot)?;
     let runtime = runtime_path()?;
-    let key = fnv1a(&[
-        source.as_bytes(),
-        MAIN_RS.as_bytes(),
-        env!("CARGO_PKG_VERSION").as_bytes(),
-        runtime.to_string_lossy().as_bytes(),
-    ]);
-    let dir = root.join("aot").join(format!("{key:016x}"));
-    let target = root.join("aot").join("target");
-    let exe = target.join("release").join(format!("hrnet-aot-{key:016x}"));
-    let cache_err = |error| AotError::Cache {
-        path: dir.clone(),
+    let lock_path = runtime
+        .parent()
+        .map_or_else(|| PathBuf::from("Cargo.lock"), |p| p.join("Cargo.lock"));
+    let workspace_lock = std::fs::read(&lock_path).map_err(|error| AotError::Lockfile {
+        path: lock_path.clone(),
         error,
+    })?;
+
+    let mut h = Sha256::new();
+    part(&mut h, b"hrnet-aot key v2");
+    part(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
+    part(&mut h, source.as_bytes());
+    part(&mut h, MAIN_RS.as_bytes());
+    part(&mut h, manifest("", &runtime).as_bytes());
+    hash_sources(&runtime, &mut h)?;
+    part(&mut h, &workspace_lock);
+    part(&mut h, &rustc_version()?);
+    build_environment(&mut h);
+    let key = hex(&h.finalize());
+
+    let dir = aot.join(&key);
+    private_dir(&dir.join("src"))?;
+    let target = aot.join("target");
+    let exe = target.join("release").join(format!("hrnet-aot-{key}"));
+    let cache_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| AotError::Cache { path, error }
     };
+
+    // One process at a time per key: the lock is released when `lock` is dropped.
+    let lock_file = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_file)
+        .map_err(cache_err(&lock_file))?;
+    lock.lock().map_err(cache_err(&lock_file))?;
+
+    let model = dir.join("src").join("model.rs");
     let stamp = dir.join("built");
-    let sources = format!("{:016x}\n", sources_fingerprint(&runtime));
-    if exe.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == sources) {
+    let reusable = std::fs::read(&model).is_ok_and(|m| m == source.as_bytes())
+        && std::fs::read_to_string(&stamp)
+            .is_ok_and(|s| Some(s.trim_end()) == file_sha256(&exe).as_deref());
+    if reusable {
         return Ok(Built { exe, fresh: false });
     }
-    std::fs::create_dir_all(dir.join("src")).map_err(cache_err)?;
-    let manifest = format!(
-        "[package]\nname = \"hrnet-aot-{key:016x}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
-         [dependencies]\nhrnet-runtime = {{ path = {:?} }}\n\n[profile.release]\npanic = \"abort\"\n\n[workspace]\n",
-        runtime.to_string_lossy()
-    );
-    std::fs::write(dir.join("Cargo.toml"), manifest).map_err(cache_err)?;
-    std::fs::write(dir.join("src").join("model.rs"), source).map_err(cache_err)?;
-    std::fs::write(dir.join("src").join("main.rs"), MAIN_RS).map_err(cache_err)?;
+
+    // Stale or tampered with: rewrite everything (a newer model.rs makes cargo rebuild the
+    // crate even if something replaced its outputs) and drop the old binary and stamp.
+    let _ = std::fs::remove_file(&stamp);
+    let _ = std::fs::remove_file(&exe);
+    let manifest_path = dir.join("Cargo.toml");
+    std::fs::write(&manifest_path, manifest(&key, &runtime)).map_err(cache_err(&manifest_path))?;
+    let main = dir.join("src").join("main.rs");
+    std::fs::write(&main, MAIN_RS).map_err(cache_err(&main))?;
+    std::fs::write(&model, source).map_err(cache_err(&model))?;
+    let lockfile = dir.join("Cargo.lock");
+    std::fs::write(&lockfile, &workspace_lock).map_err(cache_err(&lockfile))?;
+
     let log = dir.join("build.log");
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .arg("build")
-        .arg("--release")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(dir.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .map_err(AotError::Cargo)?;
-    let mut text = out.stdout.clone();
-    text.extend_from_slice(&out.stderr);
-    std::fs::write(&log, &text).map_err(cache_err)?;
-    if !out.status.success() || !exe.exists() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let run_cargo = |args: &[&str]| {
+        Command::new(&cargo)
+            .args(args)
+            .arg("--manifest-path")
+            .arg(&manifest_path)
+            .env("CARGO_TARGET_DIR", &target)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| AotError::Tool {
+                tool: cargo.to_string_lossy().into_owned(),
+                error,
+            })
+    };
+    let mut text = Vec::new();
+    progress(Progress::Building { dir: &dir });
+    let start = Instant::now();
+    // Keep exactly the workspace lock's packages that the generated crate needs, at the
+    // workspace's versions (nothing is resolved anew), then build against that, locked.
+    let pruned = run_cargo(&["update", "--workspace", "--offline", "--quiet"])?;
+    text.extend_from_slice(&pruned.stderr);
+    let built = if pruned.status.success() {
+        let out = run_cargo(&["build", "--release", "--locked", "--quiet"])?;
+        text.extend_from_slice(&out.stdout);
+        text.extend_from_slice(&out.stderr);
+        out.status.success()
+    } else {
+        false
+    };
+    std::fs::write(&log, &text).map_err(cache_err(&log))?;
+    let Some(sha) = built.then(|| file_sha256(&exe)).flatten() else {
         return Err(AotError::Build { log });
-    }
-    std::fs::write(&stamp, sources).map_err(cache_err)?;
+    };
+    progress(Progress::Built {
+        dir: &dir,
+        elapsed: start.elapsed(),
+    });
+    std::fs::write(&stamp, format!("{sha}\n")).map_err(cache_err(&stamp))?;
     Ok(Built { exe, fresh: true })
 }
 
@@ -232,8 +476,12 @@ pub fn build(source: &str) -> Result<Built, AotError> {
 pub fn invoke(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<String, AotError> {
     let out = Command::new(exe)
         .args(args)
+        .stdin(Stdio::null())
         .output()
-        .map_err(AotError::Cargo)?;
+        .map_err(|error| AotError::Tool {
+            tool: exe.display().to_string(),
+            error,
+        })?;
     if !out.status.success() {
         return Err(AotError::Run(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -246,24 +494,49 @@ pub fn invoke(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<String, AotError>
 mod tests {
     use super::*;
 
+    fn key_of(dir: &Path) -> String {
+        let mut h = Sha256::new();
+        hash_sources(dir, &mut h).unwrap();
+        hex(&h.finalize())
+    }
+
     #[test]
-    fn fingerprint_follows_every_source_edit() {
-        let dir = std::env::temp_dir().join(format!("hrnet-aot-fp-{}", std::process::id()));
+    fn key_follows_every_source_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
         let src = dir.join("src").join("kernels");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(dir.join("Cargo.toml"), "[package]").unwrap();
         std::fs::write(src.join("conv.rs"), "fn a() {}").unwrap();
-        let before = sources_fingerprint(&dir);
-        assert_eq!(
-            before,
-            sources_fingerprint(&dir),
-            "stable when nothing changed"
-        );
-        std::fs::write(src.join("conv.rs"), "fn ab() {}").unwrap();
-        let edited = sources_fingerprint(&dir);
-        assert_ne!(before, edited, "a nested source file changed");
+        let before = key_of(dir);
+        assert_eq!(before, key_of(dir), "stable when nothing changed");
+        std::fs::write(src.join("conv.rs"), "fn b() {}").unwrap();
+        let edited = key_of(dir);
+        assert_ne!(before, edited, "same size, other contents");
         std::fs::write(src.join("new.rs"), "").unwrap();
-        assert_ne!(edited, sources_fingerprint(&dir), "a file was added");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(edited, key_of(dir), "a file was added");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_dirs_are_created_0700_and_shared_ones_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a").join("b");
+        private_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for (mode, who) in [
+            (0o770, "its group (mode 770)"),
+            (0o707, "others (mode 707)"),
+            (0o777, "its group and by others"),
+        ] {
+            std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = private_dir(&fresh).unwrap_err().to_string();
+            assert!(
+                e.contains("refusing the cache directory") && e.contains(who),
+                "{e}"
+            );
+        }
     }
 }

@@ -10,11 +10,13 @@
 //! ```
 //!
 //! Output files are written atomically (a temporary file in the same directory, then a
-//! rename), so an interrupted or failed compile never leaves a truncated `model.rs`.
+//! rename), and the generated source and its embedded weights together or not at all, so an
+//! interrupted or failed compile never leaves a truncated `model.rs`.
 
 use crate::driver::{self, DriverError};
 use crate::emit::{self, EmitError, EmitOptions};
 use crate::plan::{self, Plan, PlanError};
+use hrnet_runtime::fsio::{self, FsError, Limit};
 use hrnet_runtime::weights::{self, BindError, BindOptions, WeightError};
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,9 @@ pub enum CompileError {
     /// Building generated code with cargo (`--engine aot`).
     #[error(transparent)]
     Aot(#[from] crate::aot::AotError),
+    /// A checkpoint that is not a regular file.
+    #[error(transparent)]
+    Read(Box<FsError>),
     /// Writing the output.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -84,15 +89,24 @@ pub fn plan_config(config: &Path) -> Result<(hrnet_ir::Network, Plan), CompileEr
 /// generated file) that [`write_embedded_weights`] wrote.
 pub fn compile_to_string(config: &Path, embed: Option<&str>) -> Result<String, CompileError> {
     let (_, p) = plan_config(config)?;
-    let source = config.file_name().map_or_else(
+    emit_plan(&p, &source_name(config), embed)
+}
+
+/// What the generated code's header says it was made from: the config's file name.
+pub fn source_name(config: &Path) -> String {
+    config.file_name().map_or_else(
         || config.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
-    );
+    )
+}
+
+/// Renders `plan` to Rust source; `embed` as in [`compile_to_string`].
+pub fn emit_plan(plan: &Plan, source: &str, embed: Option<&str>) -> Result<String, CompileError> {
     let opts = EmitOptions {
-        source,
+        source: source.into(),
         embed_weights: embed.map(str::to_string),
     };
-    Ok(emit::emit(&p, &opts)?)
+    Ok(emit::emit(plan, &opts)?)
 }
 
 /// Binds `weights` strictly against `plan` and writes exactly the tensors it needs (f32) as
@@ -103,17 +117,34 @@ pub fn write_embedded_weights(
     opts: BindOptions,
     out: &Path,
 ) -> Result<(), CompileError> {
-    let ckpt = weights::load(weights).map_err(|error| CompileError::Weights {
+    let ckpt = read_checkpoint(weights)?;
+    let data = embedded_weights(plan, &ckpt, opts).map_err(|error| CompileError::Bind {
+        path: weights.into(),
+        error,
+    })?;
+    write_atomic(out, &data)
+}
+
+/// Reads a checkpoint (a regular file, memory-mapped).
+pub fn read_checkpoint(weights: &Path) -> Result<weights::Checkpoint, CompileError> {
+    let weight_err = |error| CompileError::Weights {
         path: weights.into(),
         error: Box::new(error),
-    })?;
+    };
+    let map =
+        fsio::map_regular(weights, Limit::NONE).map_err(|e| CompileError::Read(Box::new(e)))?;
+    weights::load_bytes(&map).map_err(weight_err)
+}
+
+/// The safetensors bytes of exactly the tensors `plan` needs (f32), bound strictly from
+/// `ckpt`: what `Model::embedded()` includes.
+pub fn embedded_weights(
+    plan: &Plan,
+    ckpt: &weights::Checkpoint,
+    opts: BindOptions,
+) -> Result<Vec<u8>, BindError> {
     let specs = hrnet_runtime::model::tensor_specs(&plan.conv_params());
-    let bound = ckpt
-        .bind(&specs, opts)
-        .map_err(|error| CompileError::Bind {
-            path: weights.into(),
-            error,
-        })?;
+    let bound = ckpt.bind(&specs, opts)?;
     let bytes: Vec<Vec<u8>> = bound
         .iter()
         .map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -128,32 +159,70 @@ pub fn write_embedded_weights(
             (s.name.clone(), view)
         })
         .collect();
-    let data = safetensors::serialize(views, None).map_err(|e| CompileError::Write {
-        path: out.into(),
-        error: std::io::Error::other(e.to_string()),
-    })?;
-    write_atomic(out, &data)
+    Ok(safetensors::serialize(views, None).expect("serializing in memory cannot fail"))
 }
 
-/// Writes `data` to `path` through a temporary file and a rename.
+/// Writes `data` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CompileError> {
-    let err = |error| CompileError::Write {
-        path: path.into(),
-        error,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    write_all_atomic(&[(path, data)])
+}
+
+/// Writes every `(path, data)` atomically, and none unless all can be: each goes to a new
+/// temporary file (random name, created exclusively, never through a symlink) in its
+/// destination's directory first; only when all are complete are they renamed into place.
+/// A destination that exists and is not a regular file (a device, a FIFO, a directory) is
+/// refused rather than replaced.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<(), CompileError> {
+    let mut staged = Vec::with_capacity(files.len());
+    for &(path, data) in files {
+        let err = |error| CompileError::Write {
+            path: path.into(),
+            error,
+        };
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.is_file() {
+                return Err(err(std::io::Error::other(
+                    "it exists and is not a regular file; refusing to replace it",
+                )));
+            }
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        #[cfg(unix)]
+        {
+            // The usual mode of a new file (the umask applies), not the 0600 of a temporary.
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut tmp = builder.tempfile_in(dir).map_err(|e| {
+            // Say which directory failed, not the random name of the file that was not made.
+            let why = e.raw_os_error().map_or_else(
+                || std::io::Error::from(e.kind()),
+                std::io::Error::from_raw_os_error,
+            );
+            err(std::io::Error::new(
+                e.kind(),
+                format!("cannot create a file in {}: {why}", dir.display()),
+            ))
+        })?;
+        std::io::Write::write_all(&mut tmp, data).map_err(err)?;
+        staged.push((path, tmp));
     }
-    result.map_err(err)
+    for (path, tmp) in staged {
+        tmp.persist(path).map_err(|e| CompileError::Write {
+            path: path.into(),
+            error: e.error,
+        })?;
+    }
+    Ok(())
 }
 
 /// The build.rs front door.
@@ -225,25 +294,41 @@ pub fn compile_file(
     let (_, p) = plan_config(config)?;
     let embed = match weights {
         Some((w, opts)) => {
-            let stem = out
-                .file_stem()
-                .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-            let name = format!("{stem}.weights.safetensors");
-            write_embedded_weights(&p, w, opts, &out.with_file_name(&name))?;
-            Some(name)
+            let ckpt = read_checkpoint(w)?;
+            let data = embedded_weights(&p, &ckpt, opts).map_err(|error| CompileError::Bind {
+                path: w.into(),
+                error,
+            })?;
+            Some(data)
         }
         None => None,
     };
-    let source = config.file_name().map_or_else(
-        || config.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let code = emit::emit(
-        &p,
-        &EmitOptions {
-            source,
-            embed_weights: embed,
-        },
-    )?;
-    write_atomic(out, code.as_bytes())
+    write_compiled(&p, &source_name(config), out, embed.as_deref())
+}
+
+/// The name of the embedded weights file written beside `out`.
+pub fn embedded_weights_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}.weights.safetensors"))
+}
+
+/// Emits `plan` and writes it to `out`, with `embedded` weights (from [`embedded_weights`])
+/// beside it ([`embedded_weights_path`]); both files or neither.
+pub fn write_compiled(
+    plan: &Plan,
+    source: &str,
+    out: &Path,
+    embedded: Option<&[u8]>,
+) -> Result<(), CompileError> {
+    let weights_path = embedded_weights_path(out);
+    let name = weights_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let code = emit_plan(plan, source, embedded.and(name.as_deref()))?;
+    match embedded {
+        Some(data) => write_all_atomic(&[(weights_path.as_path(), data), (out, code.as_bytes())]),
+        None => write_atomic(out, code.as_bytes()),
+    }
 }

@@ -3,19 +3,15 @@
 
 use hrnet_ir::passes::{self, Pass, PassTiming};
 use hrnet_ir::{BuildError, Graph, Network};
+use hrnet_runtime::fsio::{self, FsError, Limit};
 use std::path::{Path, PathBuf};
 
 /// A config file that could not be turned into a graph.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {error}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        error: std::io::Error,
-    },
+    /// The file could not be read, is not a regular file or is too large.
+    #[error(transparent)]
+    Read(#[from] FsError),
     /// The file is not UTF-8.
     #[error("{path}: not a text file (invalid UTF-8)")]
     NotText {
@@ -35,12 +31,16 @@ pub enum DriverError {
     Pass(#[from] passes::PassError),
 }
 
-/// Reads and lowers `path`.
+/// Largest config file read, in bytes: an official experiment config has a few thousand.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads and lowers `path` (a regular file of at most [`MAX_CONFIG_BYTES`]).
 pub fn load_config(path: &Path) -> Result<(Network, Graph), DriverError> {
-    let bytes = std::fs::read(path).map_err(|error| DriverError::Read {
-        path: path.into(),
-        error,
-    })?;
+    let limit = Limit {
+        max: MAX_CONFIG_BYTES,
+        what: "a config",
+    };
+    let bytes = fsio::read_regular(path, limit)?;
     let src = String::from_utf8(bytes).map_err(|_| DriverError::NotText { path: path.into() })?;
     hrnet_ir::build(&src).map_err(|error| DriverError::Config {
         path: path.into(),

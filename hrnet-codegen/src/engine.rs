@@ -1,17 +1,99 @@
-//! The engines behind `hrnetc run` and `hrnetc bench`, behind one small trait.
+//! The engines behind `hrnetc run` and `hrnetc bench`, behind one small trait, and [`make`],
+//! which builds the one a command asks for.
 
 use crate::aot;
+use crate::build_api::CompileError;
 use crate::plan::Plan;
 use hrnet_ir::interp;
 use hrnet_ir::Graph;
-use hrnet_runtime::weights::{BindOptions, Checkpoint};
+use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Most threads an engine may use. Each thread spins while the network runs and gets its own
+/// scratch; HRNet's largest layers have a few hundred independent tasks, so more threads than
+/// this only cost memory and context switches.
+pub const MAX_THREADS: usize = 256;
+
+/// Which engine runs a network.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum EngineKind {
+    /// Cranelift JIT: compiled in-process at load time.
+    #[cfg(feature = "jit")]
+    Jit,
+    /// The generated Rust, built by cargo in a cache directory.
+    Aot,
+    /// The reference interpreter (slow, obviously correct).
+    Reference,
+}
+
+impl EngineKind {
+    /// The default engine: the JIT when it is built in, else the AOT engine.
+    #[cfg(feature = "jit")]
+    pub const DEFAULT: EngineKind = EngineKind::Jit;
+    /// The default engine: the JIT when it is built in, else the AOT engine.
+    #[cfg(not(feature = "jit"))]
+    pub const DEFAULT: EngineKind = EngineKind::Aot;
+
+    /// The name on the command line and in `hrnetc bench`'s JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(feature = "jit")]
+            EngineKind::Jit => "jit",
+            EngineKind::Aot => "aot",
+            EngineKind::Reference => "reference",
+        }
+    }
+
+    /// Untimed runs before a benchmark's timed ones (the reference interpreter has nothing to
+    /// warm up and is slow).
+    pub fn warmup_runs(self) -> usize {
+        match self {
+            EngineKind::Reference => 0,
+            _ => 2,
+        }
+    }
+}
+
+/// Median and fastest of a benchmark's timed runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Median, in milliseconds.
+    pub median_ms: f64,
+    /// Fastest, in milliseconds.
+    pub min_ms: f64,
+}
 
 /// A network ready to run: weights bound, code compiled.
 pub trait Engine {
     /// Runs on `input` (NCHW, the network's input shape) into `output` (its output shape).
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
+
+    /// Times `runs` runs on `input` after `warmup` untimed ones.
+    fn bench(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        for _ in 0..warmup {
+            self.run(input, output)?;
+        }
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            self.run(input, output)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(Timing {
+            median_ms: times[times.len() / 2],
+            min_ms: times[0],
+        })
+    }
 }
 
 /// A run failed.
@@ -38,6 +120,93 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         (**self).run(input, output)
     }
+    fn bench(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        (**self).bench(input, output, warmup, runs)
+    }
+}
+
+/// Why [`make`] could not build an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum MakeError {
+    /// The checkpoint does not hold exactly the tensors the network needs.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Emitting or building the generated Rust (`aot`).
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// Compiling the plan with cranelift (`jit`).
+    #[cfg(feature = "jit")]
+    #[error(transparent)]
+    Jit(crate::jit::JitError),
+    /// The AOT engine's binary loads its checkpoint strictly.
+    #[error("accepting extra checkpoint tensors is not supported by the AOT engine yet: the built model loads strictly")]
+    IgnoreExtraAot,
+    /// A thread count of 0 or above [`MAX_THREADS`].
+    #[error("{0} threads: an engine runs on 1 to {MAX_THREADS} threads")]
+    Threads(usize),
+}
+
+/// What [`make`] builds an engine from.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineInput<'a> {
+    /// The network as lowered (the reference interpreter runs it).
+    pub graph: &'a Graph,
+    /// Its plan (the compiled engines render it).
+    pub plan: &'a Plan,
+    /// Where the config came from, for the generated code's header.
+    pub source: &'a str,
+    /// The checkpoint.
+    pub ckpt: &'a Checkpoint,
+    /// The file it was read from (the AOT binary reads it itself).
+    pub weights: &'a Path,
+    /// How strictly to bind it.
+    pub opts: BindOptions,
+    /// Threads the kernels use, 1 to [`MAX_THREADS`].
+    pub threads: usize,
+}
+
+/// Builds the engine `kind`; `progress` hears about a (slow) AOT build.
+pub fn make(
+    kind: EngineKind,
+    input: EngineInput<'_>,
+    progress: &mut dyn FnMut(aot::Progress<'_>),
+) -> Result<Box<dyn Engine>, MakeError> {
+    let EngineInput {
+        graph,
+        plan,
+        source,
+        ckpt,
+        weights,
+        opts,
+        threads,
+    } = input;
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(MakeError::Threads(threads));
+    }
+    Ok(match kind {
+        EngineKind::Reference => Box::new(Reference::new(graph.clone(), ckpt, opts)?),
+        EngineKind::Aot => {
+            // Check the weights here, where the error message is best.
+            plan.pack_weights(ckpt, opts)?;
+            if opts.ignore_extra {
+                return Err(MakeError::IgnoreExtraAot);
+            }
+            Box::new(Aot::new(plan, source, weights, threads, progress)?)
+        }
+        #[cfg(feature = "jit")]
+        EngineKind::Jit => Box::new(
+            crate::jit::JitEngine::new(plan, ckpt, opts, threads).map_err(|e| match e {
+                crate::jit::JitEngineError::Bind(b) => MakeError::Bind(b),
+                crate::jit::JitEngineError::Compile(c) => MakeError::Jit(c),
+            })?,
+        ),
+    })
 }
 
 /// The reference interpreter over the raw IR.
@@ -84,17 +253,33 @@ pub struct Aot {
     threads: usize,
     input_shape: [usize; 4],
     output_shape: [usize; 4],
-    tmp: PathBuf,
+    /// A fresh private directory for the binary's input and output files.
+    work: tempfile::TempDir,
+}
+
+/// A new private directory (mode 0700, a random name created exclusively) under `parent` for
+/// the AOT binary's files: nothing another user planted there earlier is ever used.
+fn work_dir_in(parent: &Path) -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("hrnet-aot-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir_in(parent)
 }
 
 impl Aot {
     /// Emits, builds (or reuses) the binary for `plan`; it will load `weights` itself.
+    /// `progress` hears when a build starts and ends (not on a cache hit).
     pub fn new(
         plan: &Plan,
         source: &str,
         weights: &Path,
         threads: usize,
-    ) -> Result<Aot, crate::build_api::CompileError> {
+        progress: &mut dyn FnMut(aot::Progress<'_>),
+    ) -> Result<Aot, CompileError> {
         let code = crate::emit::emit(
             plan,
             &crate::emit::EmitOptions {
@@ -102,45 +287,25 @@ impl Aot {
                 embed_weights: None,
             },
         )?;
-        let built = aot::build(&code)?;
-        let i = plan.input;
-        let tmp = std::env::temp_dir().join(format!("hrnet-aot-{}", std::process::id()));
-        let o = plan.outputs[0];
+        let built = aot::build(&code, progress)?;
+        let work = work_dir_in(&std::env::temp_dir()).map_err(|error| CompileError::Write {
+            path: std::env::temp_dir(),
+            error,
+        })?;
+        let (i, o) = (plan.input, plan.outputs[0]);
         Ok(Aot {
             exe: built.exe,
             weights: weights.into(),
             threads,
             input_shape: [1, i.c, i.h, i.w],
             output_shape: [1, o.c, o.h, o.w],
-            tmp,
+            work,
         })
     }
 
     /// The built executable.
     pub fn exe(&self) -> &Path {
         &self.exe
-    }
-
-    /// Times the model in its own process: `(median_ms, min_ms)` over `runs` runs.
-    pub fn bench(&self, runs: usize) -> Result<(f64, f64), aot::AotError> {
-        let threads = self.threads.to_string();
-        let runs = runs.to_string();
-        let out = aot::invoke(
-            &self.exe,
-            &[
-                "bench".as_ref(),
-                self.weights.as_os_str(),
-                threads.as_ref(),
-                runs.as_ref(),
-            ],
-        )?;
-        let mut it = out.split_whitespace().map(str::parse::<f64>);
-        match (it.next(), it.next()) {
-            (Some(Ok(median)), Some(Ok(min))) => Ok((median, min)),
-            _ => Err(aot::AotError::Run(format!(
-                "unexpected benchmark output: {out}"
-            ))),
-        }
     }
 }
 
@@ -154,8 +319,10 @@ impl Engine for Aot {
             }
             .into());
         }
-        std::fs::create_dir_all(&self.tmp)?;
-        let (x, y) = (self.tmp.join("input.npy"), self.tmp.join("output.npy"));
+        let (x, y) = (
+            self.work.path().join("input.npy"),
+            self.work.path().join("output.npy"),
+        );
         hrnet_runtime::npy::write_f32(&x, &self.input_shape, input)?;
         let threads = self.threads.to_string();
         aot::invoke(
@@ -179,11 +346,49 @@ impl Engine for Aot {
         output.copy_from_slice(&out);
         Ok(())
     }
+
+    /// Times the model in its own process, on [`aot::bench_input`] (which the binary makes
+    /// itself); any other input is timed through [`Engine::run`], a process per run.
+    fn bench(
+        &mut self,
+        input: &[f32],
+        output: &mut [f32],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        if input != aot::bench_input(input.len()).as_slice() {
+            let mut this = AotRuns(self);
+            return this.bench(input, output, warmup, runs);
+        }
+        let (threads, runs, warmup) = (
+            self.threads.to_string(),
+            runs.to_string(),
+            warmup.to_string(),
+        );
+        let out = aot::invoke(
+            &self.exe,
+            &[
+                "bench".as_ref(),
+                self.weights.as_os_str(),
+                threads.as_ref(),
+                runs.as_ref(),
+                warmup.as_ref(),
+            ],
+        )?;
+        let mut it = out.split_whitespace().map(str::parse::<f64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(median_ms)), Some(Ok(min_ms))) => Ok(Timing { median_ms, min_ms }),
+            _ => Err(aot::AotError::Run(format!("unexpected benchmark output: {out}")).into()),
+        }
+    }
 }
 
-impl Drop for Aot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.tmp);
+/// The AOT engine timed run by run through [`Engine::run`] (the trait's default `bench`).
+struct AotRuns<'a>(&'a mut Aot);
+
+impl Engine for AotRuns<'_> {
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        self.0.run(input, output)
     }
 }
 
@@ -219,5 +424,31 @@ impl<E> std::fmt::Debug for PoseAdapter<E> {
             .field("input_size", &self.input_size)
             .field("joints", &self.joints)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AOT engine's files go into a new directory of its own: a directory or symlink
+    /// planted under the name an earlier version used (`hrnet-aot-<pid>`) is not followed.
+    #[cfg(unix)]
+    #[test]
+    fn work_dir_never_follows_a_planted_symlink() {
+        let parent = tempfile::tempdir().unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        let planted = parent
+            .path()
+            .join(format!("hrnet-aot-{}", std::process::id()));
+        std::os::unix::fs::symlink(victim.path(), &planted).unwrap();
+        let work = work_dir_in(parent.path()).unwrap();
+        assert_ne!(work.path(), planted);
+        let meta = std::fs::symlink_metadata(work.path()).unwrap();
+        assert!(meta.is_dir() && !meta.file_type().is_symlink());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        hrnet_runtime::npy::write_f32(work.path().join("input.npy"), &[1], &[1.0]).unwrap();
+        assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
     }
 }

@@ -118,8 +118,8 @@ pub struct Profile {
     pub steps: Vec<StepTime>,
 }
 
-/// GFLOP/s of `macs` multiply-adds in `t`.
-fn gflops(macs: u64, t: Duration) -> f64 {
+/// GFLOP/s of `macs` multiply-adds in `t` (0 when `t` is zero).
+pub fn gflops(macs: u64, t: Duration) -> f64 {
     if t.is_zero() {
         0.0
     } else {
@@ -270,28 +270,6 @@ impl Profile {
         }
         s
     }
-
-    /// `"profile":[{"kind":…,"steps":…,"ms":…,"gmac":…,"gflops":…},…]`, to append to
-    /// `hrnetc bench`'s JSON line.
-    pub fn to_json_field(&self) -> String {
-        let mut s = String::from("\"profile\":[");
-        for (i, r) in self.by_kind().iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            let _ = write!(
-                s,
-                "{{\"kind\":\"{}\",\"steps\":{},\"ms\":{:.4},\"gmac\":{:.4},\"gflops\":{:.2}}}",
-                r.kind,
-                r.steps,
-                ms(r.time),
-                r.macs as f64 / 1e9,
-                gflops(r.macs, r.time)
-            );
-        }
-        s.push(']');
-        s
-    }
 }
 
 fn gflops_cell(macs: u64, t: Duration) -> String {
@@ -367,6 +345,5 @@ mod tests {
         assert!(rows.windows(2).all(|w| w[0].time >= w[1].time));
         let table = prof.to_table(&p, 5);
         assert!(table.contains("layout in/out"), "{table}");
-        assert!(prof.to_json_field().starts_with("\"profile\":[{\"kind\":"));
     }
 }

@@ -7,13 +7,14 @@ fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
 }
 
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("hrnet-cache")
+}
+
 fn hrnetc(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hrnetc"))
         .args(args)
-        .env(
-            "HRNET_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("hrnet-cache"),
-        )
+        .env("HRNET_CACHE_DIR", cache())
         .output()
         .expect("hrnetc starts")
 }
@@ -35,6 +36,57 @@ fn fails(out: &Output, needle: &str) {
     assert!(err.starts_with("error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+/// Refused as a user error: non-zero exit, exactly one `error:` line naming the problem, no
+/// panic. (Argument-parser errors exit with 2, the others with 1.)
+fn refused(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(needle), "expected `{needle}` in: {err}");
+}
+
+/// `hrnetc run` of the tiny pose network on the astronaut picture with the reference engine,
+/// `weights` and `extra` arguments.
+fn pose_run(weights: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/tiny_pose/config.yaml"
+        ),
+        "--weights",
+        s(weights),
+        "--engine",
+        "reference",
+        "--image",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/pose/astronaut.png"
+        ),
+    ];
+    args.extend_from_slice(extra);
+    hrnetc(&args)
+}
+
+/// A name no earlier test run used (generated code names its config, so this is a new AOT
+/// cache key).
+fn unique(stem: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{stem}-{}-{nanos}", std::process::id())
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let ok = Command::new("mkfifo").arg(path).status().unwrap().success();
+    assert!(ok, "mkfifo {}", path.display());
 }
 
 #[test]
@@ -398,4 +450,375 @@ fn bench_profile_reports_every_layer_kind() {
         &hrnetc(&["bench", s(&config), "--profile", "--engine", "reference"]),
         "--profile times the AOT engine's kernel calls",
     );
+}
+
+/// `--threads` and `--runs` are bounded: 0 and huge counts are refused up front (100000
+/// threads used to panic while spawning).
+#[test]
+fn thread_and_run_counts_are_bounded() {
+    let dir = data().join("tiny_pose");
+    let (cfg, w, x) = (
+        dir.join("config.yaml"),
+        dir.join("weights.pth"),
+        dir.join("input.npy"),
+    );
+    let out = tmp("threads.npy");
+    for (n, needle) in [
+        ("100000", "100000 threads: give 1 to 256"),
+        ("0", "0 threads"),
+    ] {
+        let r = hrnetc(&[
+            "run",
+            s(&cfg),
+            "--weights",
+            s(&w),
+            "--input",
+            s(&x),
+            "--output",
+            s(&out),
+            "--threads",
+            n,
+        ]);
+        refused(&r, needle);
+    }
+    refused(
+        &hrnetc(&["bench", s(&cfg), "--threads", "257"]),
+        "give 1 to 256",
+    );
+    refused(
+        &hrnetc(&["bench", s(&cfg), "--runs", "0"]),
+        "runs from 1 to",
+    );
+    refused(
+        &hrnetc(&["bench", s(&cfg), "--runs", "99999999999999"]),
+        "runs from 1 to",
+    );
+}
+
+/// `--box` takes negative coordinates; a bad box names the field and prints the number
+/// readably.
+#[test]
+fn boxes_take_negative_coordinates_and_name_the_bad_field() {
+    let weights = data().join("tiny_pose/weights.pth");
+    let json = tmp("boxes.json");
+    let run = |b: &str| pose_run(&weights, &["--box", b, "--output", s(&json)]);
+    let r = run("-60,-40,200,300");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        doc["people"][0]["box"],
+        serde_json::json!([-60.0, -40.0, 200.0, 300.0])
+    );
+    // A proper value, not Rust's debug text.
+    assert_eq!(doc["dataset"], "other");
+    assert_eq!(doc["joints"], 5);
+    refused(&run("1e300,0,10,10"), "x = 1e300 must lie within");
+    refused(&run("0,inf,10,10"), "y = inf must lie within");
+    refused(&run("0,0,-5,10"), "w = -5 must be positive");
+    refused(&run("0,0,10,0"), "h = 0 must be positive");
+    refused(&run("0,0,abc,10"), "w = `abc` is not a number");
+    refused(&run("0,0,10"), "expected four numbers x,y,w,h, found 3");
+    let err = String::from_utf8_lossy(&run("0,0,1e300,10").stderr).into_owned();
+    assert!(
+        err.contains("w = 1e300") && !err.contains("0000000000"),
+        "{err}"
+    );
+}
+
+/// A checkpoint like `weights.safetensors` with `edit` applied to each tensor's name and, for
+/// f32 tensors, its data.
+fn edited_checkpoint(name: &str, edit: impl Fn(&str, &mut Vec<f32>) -> String) -> PathBuf {
+    let bytes = std::fs::read(data().join("tiny_pose/weights.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let mut v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let renamed = edit(&n, &mut v);
+            let data = if t.dtype() == safetensors::Dtype::F32 {
+                v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            } else {
+                t.data().to_vec()
+            };
+            (renamed, t.dtype(), t.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, dtype, shape, d)| {
+            let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), d).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    let path = tmp(name);
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+/// NaN weights make NaN heatmaps: the keypoint JSON is refused, naming the value, instead of
+/// holding a bare `NaN` (which is not JSON).
+#[test]
+fn non_finite_outputs_never_reach_the_json() {
+    let nan = edited_checkpoint("nan.safetensors", |n, v| {
+        if n == "final_layer.bias" {
+            v.fill(f32::NAN);
+        }
+        n.to_string()
+    });
+    let json = tmp("nan.json");
+    let _ = std::fs::remove_file(&json);
+    let r = pose_run(&nan, &["--output", s(&json)]);
+    refused(&r, "person 0, keypoint 0: score is NaN");
+    assert!(!json.exists());
+}
+
+/// Tensor names come from the file: `inspect` escapes control characters (a terminal would
+/// otherwise obey the escape sequences).
+#[test]
+fn inspect_escapes_tensor_names() {
+    let evil = edited_checkpoint("evil.safetensors", |n, _| {
+        if n == "final_layer.bias" {
+            "final\u{1b}[2J\u{7}.bias".to_string()
+        } else {
+            n.to_string()
+        }
+    });
+    let out = hrnetc(&["inspect", s(&evil)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(text.contains("final\\u{1b}[2J\\u{7}.bias"), "{text}");
+}
+
+/// Outputs are written atomically and only when everything succeeded: a `--draw` into a
+/// missing directory writes no JSON either, and an output that is not a regular file (here a
+/// FIFO) is refused, not replaced.
+#[test]
+fn outputs_are_all_or_nothing() {
+    let weights = data().join("tiny_pose/weights.pth");
+    let json = tmp("partial.json");
+    let _ = std::fs::remove_file(&json);
+    let args = |output: &Path, draw: &Path| {
+        pose_run(&weights, &["--output", s(output), "--draw", s(draw)])
+    };
+    let missing = tmp("no-such-dir").join("people.png");
+    refused(&args(&json, &missing), "no-such-dir");
+    assert!(
+        !json.exists(),
+        "the JSON was written although the PNG failed"
+    );
+    #[cfg(unix)]
+    {
+        let fifo = tmp("out.fifo");
+        mkfifo(&fifo);
+        refused(&args(&fifo, &tmp("ok.png")), "not a regular file");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(!tmp("ok.png").exists());
+    }
+    // Nothing is left behind in the destination directory.
+    let leftovers: Vec<_> = std::fs::read_dir(tmp(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Every input must be a regular file: devices and FIFOs are refused at once (they used to
+/// read until memory ran out, or block forever), and a config has a size limit.
+#[cfg(unix)]
+#[test]
+fn inputs_must_be_regular_files() {
+    let dir = data().join("tiny_pose");
+    let (cfg, w) = (dir.join("config.yaml"), dir.join("weights.pth"));
+    let out = tmp("regular.npy");
+    refused(
+        &hrnetc(&["graph", "/dev/zero"]),
+        "/dev/zero is not a regular file (it is a character device)",
+    );
+    refused(
+        &hrnetc(&[
+            "run",
+            s(&cfg),
+            "--weights",
+            s(&w),
+            "--input",
+            "/dev/zero",
+            "--output",
+            s(&out),
+        ]),
+        "/dev/zero is not a regular file",
+    );
+    refused(
+        &hrnetc(&[
+            "run",
+            s(&cfg),
+            "--weights",
+            s(&w),
+            "--engine",
+            "reference",
+            "--image",
+            "/dev/zero",
+            "--output",
+            s(&tmp("regular.json")),
+        ]),
+        "/dev/zero is not a regular file",
+    );
+    let big = tmp("big.yaml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    std::fs::write(&big, text).unwrap();
+    refused(
+        &hrnetc(&["graph", s(&big)]),
+        "more than the 1048576 bytes a config may have",
+    );
+    // A FIFO as the checkpoint: refused without waiting for a writer.
+    let fifo = tmp("weights.fifo");
+    mkfifo(&fifo);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hrnetc"))
+        .args(["inspect", s(&fifo)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("hrnetc blocked on a FIFO given as --weights");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    refused(&child.wait_with_output().unwrap(), "(it is a FIFO)");
+}
+
+/// A cache directory others can write to is refused before anything in it is used.
+#[cfg(unix)]
+#[test]
+fn aot_refuses_a_shared_cache_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tmp("shared-cache");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let r = aot_command(&data().join("tiny_pose/config.yaml"), &tmp("shared.npy"))
+        .env("HRNET_CACHE_DIR", &shared)
+        .output()
+        .unwrap();
+    refused(&r, &format!("refusing the cache directory {}", s(&shared)));
+    refused(&r, "is writable by its group (mode 775)");
+    assert!(!shared.join("aot").exists());
+}
+
+/// `hrnetc run --engine aot` of the tiny network with `config` (a copy of its config),
+/// writing `out`.
+fn aot_command(config: &Path, out: &Path) -> Command {
+    let dir = data().join("tiny_pose");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hrnetc"));
+    c.arg("run")
+        .arg(config)
+        .arg("--weights")
+        .arg(dir.join("weights.pth"))
+        .arg("--input")
+        .arg(dir.join("input.npy"))
+        .arg("--output")
+        .arg(out)
+        .args(["--engine", "aot"])
+        .env("HRNET_CACHE_DIR", cache());
+    c
+}
+
+/// Runs [`aot_command`] and checks its output; returns its stderr.
+fn run_aot(config: &Path, out: &Path) -> String {
+    let dir = data().join("tiny_pose");
+    let r = aot_command(config, out).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr).into_owned();
+    assert!(r.status.success(), "{err}");
+    let (_, y) = hrnet_runtime::npy::read_f32(out).unwrap();
+    let (_, e) = hrnet_runtime::npy::read_f32(dir.join("expected.npy")).unwrap();
+    let max = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(y.iter().zip(&e).all(|(a, b)| (a - b).abs() <= 1e-4 * max));
+    err
+}
+
+/// A copy of the tiny config under a name no earlier run used: a new AOT cache key.
+fn fresh_config(stem: &str) -> PathBuf {
+    let path = tmp(&format!("{}.yaml", unique(stem)));
+    std::fs::copy(data().join("tiny_pose/config.yaml"), &path).unwrap();
+    path
+}
+
+/// The cached binary is checked before it runs: one replaced after the build (the stamp
+/// left as it was) is rebuilt, never executed. The build says what it does and how long it
+/// took; a cache hit says nothing.
+#[cfg(unix)]
+#[test]
+fn aot_never_runs_a_planted_binary() {
+    let config = fresh_config("planted");
+    let out = tmp(&format!("{}.npy", unique("planted")));
+    let err = run_aot(&config, &out);
+    assert!(
+        err.contains("building the generated model with cargo")
+            && err.contains("built the generated model in"),
+        "{err}"
+    );
+    let err = run_aot(&config, &out);
+    assert!(
+        !err.contains("building"),
+        "a cache hit builds nothing: {err}"
+    );
+    // Find this model's cache entry and plant a binary in place of the one built.
+    let name = config.file_name().unwrap().to_str().unwrap();
+    let key = std::fs::read_dir(cache().join("aot"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("src/model.rs")).is_ok_and(|m| m.contains(name))
+        })
+        .expect("the model's cache entry")
+        .file_name();
+    let exe = cache()
+        .join("aot/target/release")
+        .join(format!("hrnet-aot-{}", key.to_str().unwrap()));
+    assert!(exe.exists(), "{}", exe.display());
+    let marker = tmp(&format!("{}.ran", unique("planted")));
+    std::fs::write(&exe, format!("#!/bin/sh\ntouch '{}'\nexit 1\n", s(&marker))).unwrap();
+    let err = run_aot(&config, &out);
+    assert!(!marker.exists(), "the planted binary was executed");
+    assert!(err.contains("building the generated model"), "{err}");
+}
+
+/// Two processes building the same new model at once both succeed (one builds, the other
+/// waits for its lock and reuses the build).
+#[test]
+fn aot_concurrent_builds_of_one_model_both_succeed() {
+    let config = fresh_config("concurrent");
+    let outs = [
+        tmp(&format!("{}.npy", unique("c1"))),
+        tmp(&format!("{}.npy", unique("c2"))),
+    ];
+    let children: Vec<_> = outs
+        .iter()
+        .map(|out| {
+            aot_command(&config, out)
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let r = c.wait_with_output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let (_, a) = hrnet_runtime::npy::read_f32(&outs[0]).unwrap();
+    let (_, b) = hrnet_runtime::npy::read_f32(&outs[1]).unwrap();
+    assert_eq!(a, b);
 }

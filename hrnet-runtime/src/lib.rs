@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod cls;
+pub mod fsio;
 pub mod kernels;
 pub mod model;
 pub mod npy;

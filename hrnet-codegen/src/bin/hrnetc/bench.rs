@@ -1,0 +1,154 @@
+//! `hrnetc bench CONFIG [--weights W] [--engine E] [--threads N] [--runs R] [--profile]`:
+//! one JSON line, `{"engine":…,"threads":…,"median_ms":…,"min_ms":…,"runs":…}`.
+
+use crate::loaded::{finite, parse_threads, read_checkpoint, round, Loaded};
+use anyhow::{bail, Context, Result};
+use hrnet_codegen::engine::EngineKind;
+use hrnet_codegen::{aot, driver, profile};
+use hrnet_runtime::weights::{self, BindOptions};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Most timed runs (the runs are kept to take their median).
+const MAX_RUNS: usize = 1_000_000;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The official experiment YAML.
+    config: PathBuf,
+    /// The checkpoint (default: seeded random weights).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Engine [default: jit; aot with --profile].
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
+    /// Threads the kernels use (1 to 256).
+    #[arg(long, default_value = "1", value_parser = parse_threads)]
+    threads: usize,
+    /// Timed runs (after two warm-up runs).
+    #[arg(long, default_value = "20", value_parser = parse_runs)]
+    runs: usize,
+    /// Time every kernel call of the AOT engine's plan; adds time and GFLOP/s per layer
+    /// kind to the JSON line and prints a table (kinds, then the slowest steps) to stderr.
+    #[arg(long)]
+    profile: bool,
+    /// Accept checkpoint tensors the network does not use.
+    #[arg(long)]
+    ignore_extra: bool,
+}
+
+fn parse_runs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
+        _ => Err(format!("give a whole number of runs from 1 to {MAX_RUNS}")),
+    }
+}
+
+/// The JSON line.
+#[derive(Serialize)]
+struct BenchLine {
+    engine: &'static str,
+    threads: usize,
+    median_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_ms: Option<f64>,
+    runs: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<Vec<KindJson>>,
+}
+
+/// One layer kind of `--profile`.
+#[derive(Serialize)]
+struct KindJson {
+    kind: String,
+    steps: usize,
+    ms: f64,
+    gmac: f64,
+    gflops: f64,
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    let kind = match (a.engine, a.profile) {
+        (None, false) => EngineKind::DEFAULT,
+        (None | Some(EngineKind::Aot), true) => EngineKind::Aot,
+        (Some(e), true) => bail!(
+            "--profile times the AOT engine's kernel calls; it does not apply to --engine {}",
+            e.name()
+        ),
+        (Some(e), false) => e,
+    };
+    let loaded = Loaded::load(&a.config)?;
+    let opts = BindOptions {
+        ignore_extra: a.ignore_extra,
+    };
+    // Without a checkpoint, seeded random weights stand in; the AOT binary reads them from a
+    // temporary file in the private cache directory.
+    let mut random_file = None;
+    let (ckpt, weights_path) = match &a.weights {
+        Some(p) => (read_checkpoint(p)?, p.clone()),
+        None => {
+            let bytes = driver::random_checkpoint(&driver::runtime_specs(&loaded.graph), 1);
+            let ckpt = weights::load_bytes(&bytes).context("loading the random weights")?;
+            if kind == EngineKind::Aot && !a.profile {
+                let file = aot::temp_weights(&bytes)?;
+                let path = file.path().to_path_buf();
+                random_file = Some(file);
+                (ckpt, path)
+            } else {
+                (ckpt, PathBuf::from("random weights"))
+            }
+        }
+    };
+    let ms = |name: &str, v: f64| finite(v, || name.to_string()).map(|v| round(v, 3));
+    let line = if a.profile {
+        let packed = loaded
+            .plan
+            .pack_weights(&ckpt, opts)
+            .with_context(|| loaded.does_not_fit(&weights_path))?;
+        let prof = profile::profile(&loaded.plan, &packed, a.threads, a.runs)?;
+        eprint!("{}", prof.to_table(&loaded.plan, 12));
+        let rows = prof
+            .by_kind()
+            .into_iter()
+            .map(|r| {
+                let kind = r.kind.to_string();
+                let what = |field: &str| format!("profile of {kind}: {field}");
+                Ok(KindJson {
+                    ms: round(finite(r.time.as_secs_f64() * 1e3, || what("ms"))?, 4),
+                    gmac: round(r.macs as f64 / 1e9, 4),
+                    gflops: round(
+                        finite(profile::gflops(r.macs, r.time), || what("gflops"))?,
+                        2,
+                    ),
+                    steps: r.steps,
+                    kind,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        BenchLine {
+            engine: kind.name(),
+            threads: a.threads,
+            median_ms: ms("median_ms", prof.total.as_secs_f64() * 1e3)?,
+            min_ms: None,
+            runs: a.runs,
+            profile: Some(rows),
+        }
+    } else {
+        let mut eng = loaded.engine(kind, &ckpt, &weights_path, opts, a.threads)?;
+        let x = aot::bench_input(loaded.plan.input.len());
+        let mut y = vec![0f32; loaded.output_shape().iter().product()];
+        let t = eng.bench(&x, &mut y, kind.warmup_runs(), a.runs)?;
+        BenchLine {
+            engine: kind.name(),
+            threads: a.threads,
+            median_ms: ms("median_ms", t.median_ms)?,
+            min_ms: Some(ms("min_ms", t.min_ms)?),
+            runs: a.runs,
+            profile: None,
+        }
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    drop(random_file);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! `hrnetc compile CONFIG -o model.rs [--weights W [--embed-weights]]`.
+
+use crate::loaded::{read_checkpoint, Loaded};
+use anyhow::{Context, Result};
+use hrnet_codegen::build_api;
+use hrnet_runtime::weights::BindOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The official experiment YAML.
+    config: PathBuf,
+    /// The Rust file to write (atomically).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Check this checkpoint against the network now (and embed it with --embed-weights).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Embed the weights: writes `<output stem>.weights.safetensors` next to the output
+    /// and adds `Model::embedded()`.
+    #[arg(long, requires = "weights")]
+    embed_weights: bool,
+    /// Accept checkpoint tensors the network does not use.
+    #[arg(long)]
+    ignore_extra: bool,
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    let start = Instant::now();
+    let loaded = Loaded::load(&a.config)?;
+    let opts = BindOptions {
+        ignore_extra: a.ignore_extra,
+    };
+    let embedded = match &a.weights {
+        Some(w) => {
+            let ckpt = read_checkpoint(w)?;
+            let fits = || loaded.does_not_fit(w);
+            if a.embed_weights {
+                Some(build_api::embedded_weights(&loaded.plan, &ckpt, opts).with_context(fits)?)
+            } else {
+                loaded.plan.pack_weights(&ckpt, opts).with_context(fits)?;
+                None
+            }
+        }
+        None => None,
+    };
+    build_api::write_compiled(
+        &loaded.plan,
+        &loaded.source(),
+        &a.output,
+        embedded.as_deref(),
+    )?;
+    eprintln!(
+        "wrote {} in {:.0} ms",
+        a.output.display(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}

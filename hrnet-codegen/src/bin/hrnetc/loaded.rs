@@ -1,0 +1,232 @@
+//! What the verbs share: a config read once ([`Loaded`]), inputs read through
+//! `hrnet_runtime::fsio`, the argument parsers with limits, and the checks every JSON number
+//! passes.
+
+use anyhow::{bail, Context, Result};
+use hrnet_codegen::build_api::{self, CompileError};
+use hrnet_codegen::driver;
+use hrnet_codegen::engine::{self, Engine, EngineInput, EngineKind, MakeError, MAX_THREADS};
+use hrnet_codegen::plan::{self, Plan};
+use hrnet_ir::{passes, Graph, Network};
+use hrnet_runtime::fsio::{self, Limit};
+use hrnet_runtime::weights::{self, BindOptions};
+use std::path::{Path, PathBuf};
+
+/// A config read, lowered, optimized and planned: once per command.
+pub struct Loaded {
+    /// The config file.
+    pub config: PathBuf,
+    /// The resolved network.
+    pub network: Network,
+    /// The graph as lowered (the reference interpreter runs it).
+    pub graph: Graph,
+    /// The plan of the optimized graph (the compiled engines render it).
+    pub plan: Plan,
+}
+
+impl Loaded {
+    /// Reads `config` (once), lowers it, runs every pass on a copy and plans that.
+    pub fn load(config: &Path) -> Result<Loaded> {
+        let (network, graph) = driver::load_config(config)?;
+        if !network.task.head_supported() {
+            return Err(CompileError::Head {
+                path: config.into(),
+                task: network.task.kind(),
+            }
+            .into());
+        }
+        let mut optimized = graph.clone();
+        let all: Vec<&'static passes::Pass> = passes::PASSES.iter().collect();
+        driver::optimize(&mut optimized, &all, false, |_, _| {})?;
+        let plan = plan::plan(&optimized).map_err(CompileError::from)?;
+        Ok(Loaded {
+            config: config.into(),
+            network,
+            graph,
+            plan,
+        })
+    }
+
+    /// What generated code says it was made from.
+    pub fn source(&self) -> String {
+        build_api::source_name(&self.config)
+    }
+
+    /// `W does not fit CONFIG`, the context of every binding error.
+    pub fn does_not_fit(&self, weights: &Path) -> String {
+        format!(
+            "{} does not fit {}",
+            weights.display(),
+            self.config.display()
+        )
+    }
+
+    /// The network's output shape, NCHW.
+    pub fn output_shape(&self) -> [usize; 4] {
+        let o = self.plan.outputs[0];
+        [1, o.c, o.h, o.w]
+    }
+
+    /// Builds engine `kind` with `ckpt` (read from `weights`); an AOT build says on stderr
+    /// what it is doing and how long it took.
+    pub fn engine(
+        &self,
+        kind: EngineKind,
+        ckpt: &weights::Checkpoint,
+        weights: &Path,
+        opts: BindOptions,
+        threads: usize,
+    ) -> Result<Box<dyn Engine>> {
+        let source = self.source();
+        let input = EngineInput {
+            graph: &self.graph,
+            plan: &self.plan,
+            source: &source,
+            ckpt,
+            weights,
+            opts,
+            threads,
+        };
+        engine::make(kind, input, &mut report_build).map_err(|e| match e {
+            MakeError::Bind(b) => anyhow::Error::new(b).context(self.does_not_fit(weights)),
+            e => e.into(),
+        })
+    }
+}
+
+/// Tells the user about an AOT build (a first build takes up to a minute).
+pub fn report_build(p: hrnet_codegen::aot::Progress<'_>) {
+    match p {
+        hrnet_codegen::aot::Progress::Building { dir } => eprintln!(
+            "building the generated model with cargo in {} (a first build takes up to a minute)",
+            dir.display()
+        ),
+        hrnet_codegen::aot::Progress::Built { elapsed, .. } => eprintln!(
+            "built the generated model in {:.1} s",
+            elapsed.as_secs_f64()
+        ),
+    }
+}
+
+/// Reads a checkpoint: a regular file of any size, memory-mapped.
+pub fn read_checkpoint(path: &Path) -> Result<weights::Checkpoint> {
+    Ok(build_api::read_checkpoint(path)?)
+}
+
+/// Reads the network's input tensor: a regular `.npy` file no larger than float64 data of the
+/// network's input shape needs (plus room for the header), of exactly that shape.
+pub fn read_input(path: &Path, expected: [usize; 4]) -> Result<Vec<f32>> {
+    let n: usize = expected.iter().product();
+    let limit = Limit {
+        max: (n as u64).saturating_mul(8).saturating_add(1 << 20),
+        what: "an input .npy for this network",
+    };
+    let bytes = fsio::read_regular(path, limit)?;
+    let (shape, x) = hrnet_runtime::npy::parse_f32(&bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if shape != expected {
+        bail!(
+            "{}: input has shape {shape:?}, the network takes {expected:?} (NCHW)",
+            path.display()
+        );
+    }
+    Ok(x)
+}
+
+/// Largest image file read, in bytes.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
+/// Largest image side decoded, in pixels (OpenCV's fixed-point warp takes at most 32767).
+pub const MAX_IMAGE_SIDE: u32 = 32767;
+
+/// Reads a JPEG or PNG file (a regular file of at most [`MAX_IMAGE_BYTES`], at most
+/// [`MAX_IMAGE_SIDE`] pixels a side) as 8-bit RGB.
+pub fn read_image(path: &Path) -> Result<image::RgbImage> {
+    let limit = Limit {
+        max: MAX_IMAGE_BYTES,
+        what: "an image",
+    };
+    let bytes = fsio::read_regular(path, limit)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("image file {}", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .with_context(|| format!("image file {}", path.display()))?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!(
+            "image file {}: the image is empty (0 pixels)",
+            path.display()
+        );
+    }
+    Ok(img.to_rgb8())
+}
+
+/// `--threads`: 1 to [`MAX_THREADS`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("expected a whole number of threads from 1 to {MAX_THREADS}"))?;
+    if !(1..=MAX_THREADS).contains(&n) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Err(format!(
+            "{n} threads: give 1 to {MAX_THREADS} (this machine has {cores} hardware threads)"
+        ));
+    }
+    Ok(n)
+}
+
+/// `v` if it is finite; otherwise an error naming `what` (nothing non-finite reaches JSON).
+pub fn finite(v: f64, what: impl FnOnce() -> String) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        bail!(
+            "{} is {v}: the network produced a value that is not a finite number (check the weights); nothing was written",
+            what()
+        )
+    }
+}
+
+/// `v` rounded to `digits` decimals, for JSON people read.
+pub fn round(v: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
+/// A number as people read it: plain up to a million, in exponent form beyond (or below
+/// 1e-4), so that `1e300` does not print as 301 digits.
+pub fn readable(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-4..1e6).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_readably() {
+        assert_eq!(readable(-60.0), "-60");
+        assert_eq!(readable(0.25), "0.25");
+        assert_eq!(readable(1e300), "1e300");
+        assert_eq!(readable(-2.5e-300), "-2.5e-300");
+        assert_eq!(readable(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert_eq!(parse_threads("2"), Ok(2));
+        assert!(parse_threads("0").unwrap_err().contains("give 1 to 256"));
+        assert!(parse_threads("100000")
+            .unwrap_err()
+            .contains("100000 threads"));
+        assert!(parse_threads("-1").is_err());
+    }
+}
