@@ -47,9 +47,12 @@
 //! - [`decode`]: flip test and heatmap decoding.
 //! - [`skeleton`]: COCO and MPII layouts (flip pairs, skeletons).
 //! - [`draw`]: rendering and image files.
+//! - [`jpeg`] (feature `jpeg`): JPEG decoding identical to OpenCV's (libjpeg-turbo's C code).
 
 pub mod decode;
 pub mod draw;
+#[cfg(feature = "jpeg")]
+pub mod jpeg;
 pub mod preprocess;
 pub mod skeleton;
 pub mod transform;
