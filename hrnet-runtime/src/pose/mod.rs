@@ -48,7 +48,13 @@
 //! - [`skeleton`]: COCO and MPII layouts (flip pairs, skeletons).
 //! - [`draw`]: rendering and image files.
 //! - [`jpeg`] (feature `jpeg`): JPEG decoding identical to OpenCV's (libjpeg-turbo's C code).
+//! - [`coco`], [`coco_eval`] (feature `coco`): COCO detections in, keypoint results out with the
+//!   official rescoring and OKS-NMS, and the COCO keypoint evaluation (pycocotools' numbers).
 
+#[cfg(feature = "coco")]
+pub mod coco;
+#[cfg(feature = "coco")]
+pub mod coco_eval;
 pub mod decode;
 pub mod draw;
 #[cfg(feature = "jpeg")]
