@@ -1,9 +1,9 @@
 //! Rescoring and OKS-NMS against the official code: `tests/data/coco/make_nms_cases.py` ran the
 //! official `oks_nms` (deep-high-resolution-net.pytorch `lib/nms/nms.py`, NumPy 1.26) after the
-//! official rescoring on four images of near-duplicate and distinct people, confidences at the
-//! 0.2 threshold, people without a confident joint (score 0), exact ties between duplicates (the
-//! later one wins, as `argsort()[::-1]`); `select_results` must keep
-//! the same people in the same order with bit-identical scores.
+//! official rescoring on five images: near-duplicate and distinct people, confidences at the 0.2
+//! threshold, people without a confident joint (score 0), exact ties between duplicates (the
+//! later one wins, as `argsort()[::-1]`). `select_results` must keep the same people in the same
+//! order with bit-identical scores.
 #![cfg(feature = "coco")]
 
 use std::path::Path;
