@@ -83,6 +83,15 @@ fn basic() -> (GroundTruth, Vec<KeypointResult>) {
 }
 
 #[test]
+fn image_and_category_lists_need_not_be_sorted() {
+    let (mut gt, results) = basic();
+    let want = evaluate(&gt, &results).unwrap();
+    gt.images.reverse();
+    gt.images.push(gt.images[0]);
+    assert_eq!(evaluate(&gt, &results).unwrap(), want);
+}
+
+#[test]
 fn perfect_results_score_one() {
     let (gt, _) = basic();
     let results: Vec<KeypointResult> = gt

@@ -17,6 +17,34 @@
 //! `json.dump` of the score only works because it is a `float64`), and the NMS area is the `f32`
 //! product of the crop size `scale × 200`.
 
+//! ```no_run
+//! use std::path::Path;
+//! use hrnet_runtime::pose::coco::{self, ImageFiles, PersonPrediction, Thresholds};
+//! use hrnet_runtime::pose::{self, BoxXywh, HeatmapModel, PoseEstimator};
+//!
+//! fn run(model: impl HeatmapModel, images: &Path) -> Result<(), Box<dyn std::error::Error>> {
+//!     let thresholds = Thresholds::default();
+//!     let dets = coco::read_detections("dets.json".as_ref())?;
+//!     let files = ImageFiles::from_annotations("person_keypoints_val2017.json".as_ref())?;
+//!     let mut estimator = PoseEstimator::new(model)?;
+//!     let mut people = Vec::new();
+//!     for (image_id, boxes) in coco::group_by_image(&coco::person_boxes(&dets, &thresholds)) {
+//!         let image = pose::load_rgb(&files.path(images, image_id))?;
+//!         let xywh: Vec<BoxXywh> = boxes.iter().map(|d| d.bbox()).collect();
+//!         for (det, person) in boxes.iter().zip(estimator.estimate(&image, &xywh, true)?) {
+//!             people.push(PersonPrediction::new(image_id, det.score, &person));
+//!         }
+//!     }
+//!     coco::write_results("results.json".as_ref(), &coco::select_results(&people, &thresholds))?;
+//!     let stats = pose::coco_eval::evaluate_files(
+//!         "person_keypoints_val2017.json".as_ref(),
+//!         "results.json".as_ref(),
+//!     )?;
+//!     print!("{}", stats.summary_text());
+//!     Ok(())
+//! }
+//! ```
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fs;
@@ -167,6 +195,22 @@ pub fn person_boxes(detections: &[Detection], thresholds: &Thresholds) -> Vec<De
         .filter(|d| d.category_id == PERSON_CATEGORY && d.score >= thresholds.image)
         .cloned()
         .collect()
+}
+
+/// Detections grouped by image, images in order of first appearance, detections in file order
+/// within each: load each image once, then run its boxes. [`select_results`] groups the same way,
+/// so processing in this order gives the official results.
+pub fn group_by_image(detections: &[Detection]) -> Vec<(u64, Vec<Detection>)> {
+    let mut groups: Vec<(u64, Vec<Detection>)> = Vec::new();
+    let mut slot: BTreeMap<u64, usize> = BTreeMap::new();
+    for d in detections {
+        let s = *slot.entry(d.image_id).or_insert_with(|| {
+            groups.push((d.image_id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[s].1.push(d.clone());
+    }
+    groups
 }
 
 #[derive(Deserialize)]
@@ -598,6 +642,10 @@ mod tests {
         assert_eq!(dets.len(), 3);
         let people = person_boxes(&dets, &Thresholds::default());
         assert_eq!(people, vec![dets[0].clone()]);
+        let groups = group_by_image(&[dets[2].clone(), dets[0].clone(), dets[1].clone()]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].0, groups[1].0), (2, 1));
+        assert_eq!(groups[1].1, vec![dets[0].clone(), dets[1].clone()]);
         assert_eq!(people[0].bbox(), BoxXywh::new(1.0, 2.0, 3.0, 4.0));
         fs::write(
             &path,

@@ -96,6 +96,25 @@ pub struct GtAnnotation {
     pub iscrowd: u8,
 }
 
+impl GtAnnotation {
+    /// 17 finite `[x, y, v]` triples, a finite area and box.
+    fn check(&self) -> Result<(), String> {
+        let finite = self.keypoints.iter().all(|v| v.is_finite())
+            && self.area.is_finite()
+            && self.bbox.iter().all(|v| v.is_finite());
+        if self.keypoints.len() != 3 * JOINTS || !finite {
+            return Err(format!(
+                "annotation {}: keypoints has {} values, expected {} finite ones \
+                 (and a finite area and bbox)",
+                self.id,
+                self.keypoints.len(),
+                3 * JOINTS
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 struct IdOnly {
     id: u64,
@@ -136,20 +155,10 @@ impl GroundTruth {
         categories.sort_unstable();
         categories.dedup();
         for a in &file.annotations {
-            let finite = a.keypoints.iter().all(|v| v.is_finite())
-                && a.area.is_finite()
-                && a.bbox.iter().all(|v| v.is_finite());
-            if a.keypoints.len() != 3 * JOINTS || !finite {
-                return Err(CocoError::Invalid {
-                    path: path.to_path_buf(),
-                    what: format!(
-                        "annotation {}: keypoints has {} values, expected {} finite ones",
-                        a.id,
-                        a.keypoints.len(),
-                        3 * JOINTS
-                    ),
-                });
-            }
+            a.check().map_err(|what| CocoError::Invalid {
+                path: path.to_path_buf(),
+                what,
+            })?;
         }
         Ok(GroundTruth {
             images,
@@ -307,18 +316,24 @@ struct EvalImg {
 ///
 /// Errors: a result on an image the ground truth does not have, or whose keypoints are not 17
 /// `[x, y, v]` triples, or without a `bbox` when the first result has one (as in pycocotools,
-/// which fails on these).
+/// which fails on these); an annotation without 17 finite keypoints.
 pub fn evaluate(gt: &GroundTruth, results: &[KeypointResult]) -> Result<Stats, EvalError> {
-    let dts = prepare_results(gt, results)?;
-    let cat_index: BTreeMap<u64, usize> = gt
-        .categories
-        .iter()
-        .enumerate()
-        .map(|(k, &c)| (c, k))
-        .collect();
-    let img_index: BTreeMap<u64, usize> =
-        gt.images.iter().enumerate().map(|(i, &c)| (c, i)).collect();
-    let (nk, ni) = (gt.categories.len(), gt.images.len());
+    for a in &gt.annotations {
+        a.check().map_err(EvalError::GroundTruth)?;
+    }
+    let index = |ids: &[u64]| -> BTreeMap<u64, usize> {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect()
+    };
+    let (cat_index, img_index) = (index(&gt.categories), index(&gt.images));
+    let dts = prepare_results(&img_index, results)?;
+    let (nk, ni) = (cat_index.len(), img_index.len());
     // Per (category, image): ground truth and results in file order.
     let mut gts: Vec<Vec<&GtAnnotation>> = vec![Vec::new(); nk * ni];
     let mut dtss: Vec<Vec<Dt>> = (0..nk * ni).map(|_| Vec::new()).collect();
@@ -375,6 +390,9 @@ pub enum EvalError {
     /// A file problem.
     #[error(transparent)]
     File(#[from] CocoError),
+    /// An annotation the evaluation cannot use.
+    #[error("ground truth {0}")]
+    GroundTruth(String),
     /// A result that pycocotools refuses.
     #[error("result {index} (image {image_id}): {what}")]
     Result {
@@ -389,7 +407,7 @@ pub enum EvalError {
 
 /// `loadRes`: ids and areas of the results.
 fn prepare_results<'a>(
-    gt: &GroundTruth,
+    images: &BTreeMap<u64, usize>,
     results: &'a [KeypointResult],
 ) -> Result<Vec<Dt<'a>>, EvalError> {
     let use_bbox = results
@@ -402,7 +420,7 @@ fn prepare_results<'a>(
             image_id: r.image_id,
             what,
         };
-        if gt.images.binary_search(&r.image_id).is_err() {
+        if !images.contains_key(&r.image_id) {
             return Err(err("the ground truth has no such image".into()));
         }
         if r.keypoints.len() != 3 * JOINTS {
