@@ -99,10 +99,15 @@ fn capsule(img: &mut image::RgbImage, p: (f64, f64), q: (f64, f64), r: f64, colo
     }
 }
 
-/// Reads a JPEG or PNG file as 8-bit RGB.
+/// Reads a JPEG or PNG file as 8-bit RGB. With the `jpeg` feature (default), JPEG files give
+/// exactly OpenCV's pixels ([`super::jpeg`]); other formats go through the `image` crate.
 ///
 /// Errors: [`PoseError::Image`] naming the file when it cannot be opened or decoded.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, PoseError> {
+    #[cfg(feature = "jpeg")]
+    if let Some(img) = super::jpeg::load_if_jpeg(path)? {
+        return Ok(img);
+    }
     let img = image::ImageReader::open(path)
         .map_err(|e| PoseError::Image {
             path: path.to_path_buf(),

@@ -47,10 +47,21 @@
 //! - [`decode`]: flip test and heatmap decoding.
 //! - [`skeleton`]: COCO and MPII layouts (flip pairs, skeletons).
 //! - [`draw`]: rendering and image files.
+//! - [`progress`]: a progress line (images, people/s, ETA) for runs over many images.
+//! - [`jpeg`] (feature `jpeg`): JPEG decoding identical to OpenCV's (libjpeg-turbo's C code).
+//! - [`coco`], [`coco_eval`] (feature `coco`): COCO detections in, keypoint results out with the
+//!   official rescoring and OKS-NMS, and the COCO keypoint evaluation (pycocotools' numbers).
 
+#[cfg(feature = "coco")]
+pub mod coco;
+#[cfg(feature = "coco")]
+pub mod coco_eval;
 pub mod decode;
 pub mod draw;
+#[cfg(feature = "jpeg")]
+pub mod jpeg;
 pub mod preprocess;
+pub mod progress;
 pub mod skeleton;
 pub mod transform;
 pub mod warp;
