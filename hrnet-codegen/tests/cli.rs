@@ -822,3 +822,63 @@ fn aot_concurrent_builds_of_one_model_both_succeed() {
     let (_, b) = hrnet_runtime::npy::read_f32(&outs[1]).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn eval_prints_and_writes_the_coco_statistics() {
+    let dir = data().join("coco/eval");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let want = &expected["crowd"];
+    let stats_json = tmp("eval_stats.json");
+    let _ = std::fs::remove_file(&stats_json);
+    let out = hrnetc(&[
+        "eval",
+        "--annotations",
+        s(&dir.join("crowd.gt.json")),
+        "--results",
+        s(&dir.join("crowd.results.json")),
+        "--json",
+        s(&stats_json),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Printed exactly as pycocotools' summarize() prints.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        want["summary"].as_str().unwrap()
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_json).unwrap()).unwrap();
+    let keys = [
+        "AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl",
+    ];
+    assert_eq!(written.as_object().unwrap().len(), keys.len());
+    for (key, want) in keys.iter().zip(want["stats"].as_array().unwrap()) {
+        let got = written[key].as_f64().unwrap_or_else(|| panic!("{key}"));
+        assert!(
+            (got - want.as_f64().unwrap()).abs() <= 1e-6,
+            "{key}: {got} vs {want}"
+        );
+    }
+
+    // A results file that is not a regular file, or not COCO results, is one clear error.
+    let out = hrnetc(&[
+        "eval",
+        "--annotations",
+        s(&dir.join("crowd.gt.json")),
+        "--results",
+        "/dev/zero",
+    ]);
+    refused(&out, "not a regular file");
+    let out = hrnetc(&[
+        "eval",
+        "--annotations",
+        s(&dir.join("crowd.gt.json")),
+        "--results",
+        s(&dir.join("crowd.gt.json")),
+    ]);
+    refused(&out, "crowd.gt.json");
+}

@@ -124,6 +124,9 @@ pub enum CocoError {
         #[source]
         source: serde_json::Error,
     },
+    /// A path that is not a readable regular file of acceptable size.
+    #[error(transparent)]
+    File(#[from] crate::fsio::FsError),
     /// A well-formed file with a value that makes no sense.
     #[error("{path}: {what}")]
     Invalid {
@@ -134,12 +137,19 @@ pub enum CocoError {
     },
 }
 
+/// Most bytes a COCO JSON input may have (the official val2017 keypoint annotations have
+/// about 240 MB; train2017's about 1 GB).
+pub const MAX_JSON_BYTES: u64 = 2 << 30;
+
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CocoError> {
-    let file = fs::File::open(path).map_err(|source| CocoError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_reader(std::io::BufReader::new(file)).map_err(|source| CocoError::Json {
+    let limit = crate::fsio::Limit {
+        max: MAX_JSON_BYTES,
+        what: "a COCO JSON file",
+    };
+    let file = crate::fsio::open_regular(path, limit)?;
+    // `take`: a file that grows after the size check is still read only up to the limit.
+    let reader = std::io::Read::take(file, MAX_JSON_BYTES + 1);
+    serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|source| CocoError::Json {
         path: path.to_path_buf(),
         source,
     })

@@ -1,13 +1,14 @@
 //! `hrnetc`: the HRNet compiler's command line. The interface is stable (see DESIGN.md):
 //! other tools depend on it.
 //!
-//! One module per verb (`compile`, `graph`, `run`, `bench`, `inspect`), each with its
+//! One module per verb (`compile`, `graph`, `run`, `bench`, `inspect`, `eval`), each with its
 //! arguments and its `main`; [`loaded`] reads a config once per command into what every verb
 //! that runs or compiles a network shares, and reads every other input through
 //! `hrnet_runtime::fsio` (regular files only, size-capped).
 
 mod bench;
 mod compile;
+mod eval;
 mod graph;
 mod inspect;
 mod loaded;
@@ -40,6 +41,8 @@ enum Command {
     Bench(bench::Args),
     /// List a checkpoint's tensors; with a config, what is missing, extra or mis-shaped.
     Inspect(inspect::Args),
+    /// The ten COCO keypoint statistics of a results file (as pycocotools prints them).
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::Inspect(a) => inspect::main(a),
+        Command::Eval(a) => eval::main(a),
     };
     match result {
         Ok(code) => code,
