@@ -882,3 +882,138 @@ fn eval_prints_and_writes_the_coco_statistics() {
     ]);
     refused(&out, "crowd.gt.json");
 }
+
+/// `run --detections`: every person box of every image, official rescoring and OKS-NMS, COCO
+/// keypoint results that `eval` reads; the keypoints equal a single-image run of the same box.
+#[test]
+fn detections_in_coco_results_out() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coco_run");
+    let _ = std::fs::remove_dir_all(&dir);
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let jpegs = data().join("jpeg");
+    std::fs::copy(
+        jpegs.join("baseline_420.jpg"),
+        images.join("000000000001.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(
+        jpegs.join("baseline_444.jpg"),
+        images.join("000000000002.jpg"),
+    )
+    .unwrap();
+    let dets = dir.join("dets.json");
+    std::fs::write(
+        &dets,
+        r#"[{"image_id": 1, "category_id": 1, "bbox": [10.0, 5.0, 40.0, 60.0], "score": 0.9},
+            {"image_id": 1, "category_id": 1, "bbox": [50.0, 10.0, 30.0, 50.0], "score": 0.8},
+            {"image_id": 1, "category_id": 2, "bbox": [0.0, 0.0, 20.0, 20.0], "score": 0.99},
+            {"image_id": 1, "category_id": 1, "bbox": [5.0, 5.0, 0.0, 30.0], "score": 0.7},
+            {"image_id": 2, "category_id": 1, "bbox": [-4.0, 2.0, 50.0, 40.0], "score": 0.6}]"#,
+    )
+    .unwrap();
+    let w8 = data().join("w8_pose_256x192");
+    let results = dir.join("results.json");
+    let out = hrnetc(&[
+        "run",
+        s(&w8.join("config.yaml")),
+        "--weights",
+        s(&w8.join("weights.safetensors")),
+        "--engine",
+        "jit",
+        "--images",
+        s(&images),
+        "--detections",
+        s(&dets),
+        "--output",
+        s(&results),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipping 1 detections"), "{err}");
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).unwrap()).unwrap();
+    let got = got.as_array().unwrap();
+    // Category 2 and the zero-width box are skipped; OKS-NMS may merge the two of image 1.
+    assert!((2..=3).contains(&got.len()), "{got:?}");
+    for r in got {
+        assert_eq!(r["category_id"], 1);
+        assert_eq!(r["keypoints"].as_array().unwrap().len(), 17 * 3);
+        assert!(r["score"].as_f64().unwrap().is_finite());
+    }
+    // Image 2's one person: the same keypoints as `run --image --box` of that box.
+    let single = dir.join("single.json");
+    let out = hrnetc(&[
+        "run",
+        s(&w8.join("config.yaml")),
+        "--weights",
+        s(&w8.join("weights.safetensors")),
+        "--engine",
+        "jit",
+        "--image",
+        s(&images.join("000000000002.jpg")),
+        "--box",
+        "-4,2,50,40",
+        "--output",
+        s(&single),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let single: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&single).unwrap()).unwrap();
+    let person = got.iter().find(|r| r["image_id"] == 2).unwrap();
+    let flat = person["keypoints"].as_array().unwrap();
+    let want = single["people"][0]["keypoints"].as_array().unwrap();
+    assert_eq!(want.len(), 17);
+    for (j, k) in want.iter().enumerate() {
+        for c in 0..2 {
+            let (a, b) = (flat[3 * j + c].as_f64().unwrap(), k[c].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-3, "joint {j}: {a} vs {b}");
+        }
+    }
+
+    // `eval` reads the results (ground truth: the two images, one person each).
+    let gt = dir.join("gt.json");
+    let kp: Vec<String> = (0..17)
+        .map(|j| format!("{}, {}, 2", 20 + j, 10 + 2 * j))
+        .collect();
+    std::fs::write(
+        &gt,
+        format!(
+            r#"{{"images": [{{"id": 1}}, {{"id": 2}}], "categories": [{{"id": 1}}],
+                "annotations": [
+                  {{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 2400.0,
+                    "bbox": [10, 5, 40, 60], "num_keypoints": 17, "keypoints": [{kp}]}},
+                  {{"id": 2, "image_id": 2, "category_id": 1, "iscrowd": 0, "area": 2000.0,
+                    "bbox": [0, 2, 46, 40], "num_keypoints": 17, "keypoints": [{kp}]}}]}}"#,
+            kp = kp.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = hrnetc(&["eval", "--annotations", s(&gt), "--results", s(&results)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
+
+    // A network that is not a 17-joint COCO one is refused before any work.
+    let out = hrnetc(&[
+        "run",
+        s(&data().join("tiny_pose/config.yaml")),
+        "--weights",
+        s(&data().join("tiny_pose/weights.safetensors")),
+        "--images",
+        s(&images),
+        "--detections",
+        s(&dets),
+        "--output",
+        s(&dir.join("never.json")),
+    ]);
+    refused(&out, "needs a COCO network of 17");
+    assert!(!dir.join("never.json").exists());
+}

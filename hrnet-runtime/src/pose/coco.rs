@@ -48,7 +48,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -471,16 +471,33 @@ pub fn write_results(path: &Path, results: &[KeypointResult]) -> Result<(), Coco
         path: path.to_path_buf(),
         source,
     };
-    let file = fs::File::create(path).map_err(io)?;
-    let mut w = BufWriter::new(file);
-    write_results_to(&mut w, results).map_err(|e| match e {
-        WriteError::Io(source) => io(source),
-        WriteError::NonFinite(i) => CocoError::Invalid {
-            path: path.to_path_buf(),
-            what: format!("result {i} has a non-finite value"),
-        },
+    let bytes = results_json(results).map_err(|e| CocoError::Invalid {
+        path: path.to_path_buf(),
+        what: e.to_string(),
     })?;
-    w.flush().map_err(io)
+    fs::write(path, bytes).map_err(io)
+}
+
+/// Why keypoint results cannot be written as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsJsonError {
+    /// A result with a NaN or infinite value (its index), which JSON cannot hold.
+    #[error("result {0} has a non-finite value")]
+    NonFinite(usize),
+    /// serde_json refused a value.
+    #[error("result cannot be written as JSON: {0}")]
+    Json(std::io::Error),
+}
+
+/// Keypoint results as the bytes [`write_results`] writes (for callers that write files
+/// their own way, e.g. atomically).
+pub fn results_json(results: &[KeypointResult]) -> Result<Vec<u8>, ResultsJsonError> {
+    let mut bytes = Vec::new();
+    write_results_to(&mut bytes, results).map_err(|e| match e {
+        WriteError::NonFinite(i) => ResultsJsonError::NonFinite(i),
+        WriteError::Io(e) => ResultsJsonError::Json(e),
+    })?;
+    Ok(bytes)
 }
 
 enum WriteError {

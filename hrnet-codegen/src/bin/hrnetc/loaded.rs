@@ -146,6 +146,12 @@ pub fn read_image(path: &Path) -> Result<image::RgbImage> {
         what: "an image",
     };
     let bytes = fsio::read_regular(path, limit)?;
+    // JPEG through libjpeg-turbo's own decoder (OpenCV's pixels, as the official pipeline
+    // sees them); everything else through `image`. Both bound the size from the header.
+    if hrnet_runtime::pose::jpeg::is_jpeg(&bytes) {
+        return hrnet_runtime::pose::jpeg::decode_rgb(&bytes)
+            .with_context(|| format!("image file {}", path.display()));
+    }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .with_context(|| format!("image file {}", path.display()))?;

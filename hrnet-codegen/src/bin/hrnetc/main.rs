@@ -7,6 +7,7 @@
 //! `hrnet_runtime::fsio` (regular files only, size-capped).
 
 mod bench;
+mod coco_run;
 mod compile;
 mod eval;
 mod graph;

@@ -1,5 +1,6 @@
 //! `hrnetc run CONFIG --weights W (--input X.npy | --image IMG [--box x,y,w,h].. [--flip]
-//! [--draw out.png]) --output OUT [--engine E] [--threads N]`.
+//! [--draw out.png] | --images DIR --detections DETS.json [--annotations GT.json] [--flip])
+//! --output OUT [--engine E] [--threads N]`.
 //!
 //! Every output is computed first and written atomically at the end, all or none.
 
@@ -10,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use hrnet_codegen::build_api;
 use hrnet_codegen::engine::{Engine, EngineKind, PoseAdapter};
 use hrnet_ir::front::Task;
-use hrnet_runtime::pose::{self, BoxXywh, Dataset, PoseEstimator};
+use hrnet_runtime::pose::{self, coco, BoxXywh, Dataset, PoseEstimator};
 use hrnet_runtime::weights::BindOptions;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -24,11 +25,27 @@ pub struct Args {
     #[arg(long)]
     weights: PathBuf,
     /// Input tensor: float32 or float64 .npy of shape (1, 3, H, W).
-    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    #[arg(
+        long,
+        conflicts_with_all = ["image", "detections"],
+        required_unless_present_any = ["image", "detections"]
+    )]
     input: Option<PathBuf>,
     /// Input image (JPEG or PNG) for pose estimation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detections")]
     image: Option<PathBuf>,
+    /// Person detections in the COCO detection-results format (`[{"image_id", "category_id",
+    /// "bbox", "score"}]`): estimate every person box of every image in `--images`, and write
+    /// COCO keypoint results (official rescoring and OKS-NMS) to `--output`.
+    #[arg(long, requires = "images")]
+    detections: Option<PathBuf>,
+    /// Directory of the images named by `--detections` (`<image_id:012>.jpg`, or the file
+    /// names of `--annotations`).
+    #[arg(long, requires = "detections")]
+    images: Option<PathBuf>,
+    /// COCO annotations whose `images` list maps image ids to file names.
+    #[arg(long, requires = "detections")]
+    annotations: Option<PathBuf>,
     /// Person box `x,y,w,h` in image pixels (repeatable; default: the whole image). x and y
     /// may be negative (a box reaching past the image's left or top edge).
     #[arg(
@@ -39,7 +56,7 @@ pub struct Args {
     )]
     boxes: Vec<String>,
     /// Flip test: average with the heatmaps of the mirrored crop.
-    #[arg(long, requires = "image")]
+    #[arg(long)]
     flip: bool,
     /// Draw the skeletons over the image into this PNG.
     #[arg(long, requires = "image")]
@@ -102,7 +119,44 @@ pub fn main(a: Args) -> Result<ExitCode> {
             let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads)?;
             pose_image(eng, (w, h), num_joints, &img, boxes, &a)?;
         }
-        (None, None) => bail!("give --input X.npy or --image IMG"),
+        (None, None) => {
+            let Some(detections) = &a.detections else {
+                bail!("give --input X.npy, --image IMG or --detections DETS.json");
+            };
+            let Task::Pose { num_joints, .. } = loaded.network.task else {
+                bail!(
+                    "--detections needs a pose network; {} is a {} network",
+                    a.config.display(),
+                    loaded.network.task.kind()
+                );
+            };
+            if num_joints != coco::COCO_SIGMAS.len() {
+                bail!(
+                    "--detections writes COCO keypoint results and needs a COCO network of {} \
+                     joints; {} has {num_joints}",
+                    coco::COCO_SIGMAS.len(),
+                    a.config.display()
+                );
+            }
+            let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads)?;
+            let adapter = PoseAdapter {
+                engine: eng,
+                input_size: (w, h),
+                joints: num_joints,
+            };
+            let images = a
+                .images
+                .as_deref()
+                .context("--detections needs --images DIR")?;
+            crate::coco_run::run(
+                adapter,
+                detections,
+                images,
+                a.annotations.as_deref(),
+                a.flip,
+                &a.output,
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
