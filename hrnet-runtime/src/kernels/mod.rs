@@ -11,6 +11,8 @@
 //!   in-place accumulation, nearest upsampling ×2^k into a high-resolution tensor, ReLU).
 //! - [`eltwise`]: standalone adds for what cannot be fused.
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
+//! - [`peak`]: the measured FMA peak of a core for an [`Isa`] ([`fma_peak_gflops`]), against
+//!   which benchmarks and profiles state each kernel's share.
 //!
 //! Algorithms: a register-blocked direct convolution (any k×k, stride, padding ≤ 1; 1×1 convs
 //! included) whose microkernel keeps `NB` output blocks × `NP` output pixels in registers and
@@ -45,12 +47,14 @@
 pub mod conv;
 pub mod eltwise;
 pub mod layout;
+pub mod peak;
 pub mod pool;
 mod simd;
 mod winograd;
 
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
+pub use peak::fma_peak_gflops;
 pub use pool::Pool;
 pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4};
 
