@@ -7,11 +7,13 @@
 //!
 //! GFLOP/s counts 2 × the direct convolution's multiply-adds, whatever the algorithm:
 //! a Winograd layer's figure is what a direct kernel would need to match it, and can exceed
-//! the machine's FMA peak.
+//! the machine's FMA peak. That peak is measured before the runs (an FMA loop with the
+//! instruction set the kernels use, [`hrnet_runtime::kernels::peak`]), and every conv row shows
+//! its share of it (peak of one core × threads).
 
 use crate::exec;
 use crate::plan::{Addend, Plan, Step};
-use hrnet_runtime::kernels::{Algo, ConvSpec, Ctx};
+use hrnet_runtime::kernels::{fma_peak_gflops, Algo, ConvSpec, Ctx, Isa};
 use hrnet_runtime::model::RunError;
 use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
@@ -112,6 +114,10 @@ pub struct Profile {
     pub threads: usize,
     /// Timed runs.
     pub runs: usize,
+    /// Instruction set the kernels used.
+    pub isa: Isa,
+    /// Its measured FMA peak on one core, GFLOP/s.
+    pub peak_gflops: f64,
     /// Median of whole runs (timers included).
     pub total: Duration,
     /// Every step, in plan order.
@@ -149,6 +155,8 @@ pub fn profile(
     let mut outs: Vec<Vec<f32>> = plan.outputs.iter().map(|s| vec![0f32; s.len()]).collect();
     let mut scratch = plan.scratch(threads);
     scratch.ctx = Ctx::new(threads);
+    let isa = scratch.ctx.isa();
+    let peak_gflops = fma_peak_gflops(isa);
     let n = plan.steps.len();
     // per_step[i * runs + r]: step i in run r.
     let mut per_step = vec![Duration::ZERO; n * runs];
@@ -185,6 +193,8 @@ pub fn profile(
     Ok(Profile {
         threads,
         runs,
+        isa,
+        peak_gflops,
         total: median(&mut totals),
         steps,
     })
@@ -218,6 +228,19 @@ impl Profile {
         self.steps.iter().map(|s| s.time).sum()
     }
 
+    /// Share of the measured peak (one core × threads) in percent that `macs` in `t` reach.
+    pub fn peak_pct(&self, macs: u64, t: Duration) -> f64 {
+        100.0 * gflops(macs, t) / (self.peak_gflops * self.threads as f64)
+    }
+
+    fn peak_cell(&self, macs: u64, t: Duration) -> String {
+        if macs == 0 {
+            "-".into()
+        } else {
+            format!("{:.0}", self.peak_pct(macs, t))
+        }
+    }
+
     /// A table for people: one row per kind, then the `top` slowest steps with their shapes.
     pub fn to_table(&self, plan: &Plan, top: usize) -> String {
         let sum = self.step_sum();
@@ -234,38 +257,46 @@ impl Profile {
         );
         let _ = writeln!(
             s,
-            "\n{:<32} {:>5} {:>9} {:>6} {:>8} {:>8}",
-            "kind", "steps", "ms", "%", "GMAC", "GFLOP/s"
+            "FMA peak ({:?}, measured): {:.1} GFLOP/s per core; %pk = GFLOP/s / (peak x {} thread(s)), \
+             Winograd counted as direct work",
+            self.isa, self.peak_gflops, self.threads
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<32} {:>5} {:>9} {:>6} {:>8} {:>8} {:>5}",
+            "kind", "steps", "ms", "%", "GMAC", "GFLOP/s", "%pk"
         );
         for r in self.by_kind() {
             let _ = writeln!(
                 s,
-                "{:<32} {:>5} {:>9.3} {:>6.1} {:>8.3} {:>8}",
+                "{:<32} {:>5} {:>9.3} {:>6.1} {:>8.3} {:>8} {:>5}",
                 r.kind.to_string(),
                 r.steps,
                 ms(r.time),
                 share(r.time),
                 r.macs as f64 / 1e9,
                 gflops_cell(r.macs, r.time),
+                self.peak_cell(r.macs, r.time),
             );
         }
         let mut slow: Vec<&StepTime> = self.steps.iter().collect();
         slow.sort_by(|a, b| b.time.cmp(&a.time).then(a.index.cmp(&b.index)));
         let _ = writeln!(
             s,
-            "\n{:<5} {:<32} {:<26} {:>8} {:>8}  layer",
-            "step", "kind", "shape", "ms", "GFLOP/s"
+            "\n{:<5} {:<32} {:<26} {:>8} {:>8} {:>5}  layer",
+            "step", "kind", "shape", "ms", "GFLOP/s", "%pk"
         );
         for t in slow.into_iter().take(top) {
             let (shape, layer) = describe(plan, &plan.steps[t.index]);
             let _ = writeln!(
                 s,
-                "{:<5} {:<32} {:<26} {:>8.3} {:>8}  {layer}",
+                "{:<5} {:<32} {:<26} {:>8.3} {:>8} {:>5}  {layer}",
                 t.index,
                 t.kind.to_string(),
                 shape,
                 ms(t.time),
                 gflops_cell(t.macs, t.time),
+                self.peak_cell(t.macs, t.time),
             );
         }
         s
@@ -345,5 +376,14 @@ mod tests {
         assert!(rows.windows(2).all(|w| w[0].time >= w[1].time));
         let table = prof.to_table(&p, 5);
         assert!(table.contains("layout in/out"), "{table}");
+        assert!(
+            table.contains("FMA peak") && table.contains("%pk"),
+            "{table}"
+        );
+        assert!(prof.peak_gflops.is_finite() && prof.peak_gflops > 0.0);
+        // A conv kind's share of the peak is its GFLOP/s over the peak (one thread here).
+        let conv = rows.iter().find(|r| r.macs > 0).unwrap();
+        let want = 100.0 * gflops(conv.macs, conv.time) / prof.peak_gflops;
+        assert!((prof.peak_pct(conv.macs, conv.time) - want).abs() < 1e-9);
     }
 }

@@ -441,9 +441,10 @@ fn bench_profile_reports_every_layer_kind() {
         "{line}"
     );
     assert!(line.contains(",\"profile\":[{\"kind\":\"conv "), "{line}");
+    assert!(line.contains(",\"peak_gflops\":"), "{line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
-        table.contains("GFLOP/s") && table.contains("layout in/out"),
+        table.contains("GFLOP/s") && table.contains("%pk") && table.contains("layout in/out"),
         "{table}"
     );
     fails(

@@ -4,12 +4,16 @@
 //! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [--hot] [--shape NAME]`
 //! (`HRNET_ISA=avx2|portable` to time the other instruction sets).
 //!
+//! It first measures each instruction set's FMA peak on one core (`kernels::peak`); the `%pk`
+//! columns are a kernel's GFLOP/s as a share of the active set's peak × threads. For Winograd
+//! the GFLOP/s count the direct algorithm's work, so their share can exceed 100%.
+//!
 //! `-- --bf16`: the bf16 direct conv against f32 (default algorithm and direct) instead, the
 //! three timed in turns within each round (see [`bf16_table`]).
 
 use hrnet_runtime::kernels::{
-    bf16_packed_len, bf16_scratch_len, conv, conv_bf16, pack_bf16, Algo, Bf16Isa, ConvSpec, Ctx,
-    Epilogue, Pool,
+    bf16_packed_len, bf16_scratch_len, conv, conv_bf16, fma_peak_gflops, pack_bf16, Algo, Bf16Isa,
+    ConvSpec, Ctx, Epilogue, Isa, Pool,
 };
 use std::time::{Duration, Instant};
 
@@ -158,7 +162,7 @@ fn main() {
     }
     let n_convs: usize = shapes.iter().map(|s| s.count).sum();
     let macs: usize = shapes.iter().map(|s| s.count * s.spec.macs()).sum();
-    let isa = hrnet_runtime::kernels::Isa::active();
+    let isa = Isa::active();
     println!(
         "HRNet-W32 pose 256x192: {n_convs} convs, {:.3} GMACs; ISA {isa:?}; weights {}",
         macs as f64 * 1e-9,
@@ -168,6 +172,16 @@ fn main() {
             "cold (a new copy each call)"
         }
     );
+
+    let mut peak = f64::NAN;
+    for i in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+        let p = fma_peak_gflops(i);
+        if i == isa {
+            peak = p;
+        }
+        println!("FMA peak, {i:?}, one core: {p:.1} GFLOP/s");
+    }
+    let pct = |gflops: f64, threads: usize| 100.0 * gflops / (peak * threads as f64);
 
     // Pool fork-join overhead: `threads` tasks of ~5 us of arithmetic each, against the same
     // work done inline.
@@ -211,21 +225,25 @@ fn main() {
 
     // [threads][cpu-time based, wall-time based, min cpu-time based]
     let mut totals = [[0.0f64; 3]; 2];
+    // [threads][1x1, 3x3 s2] direct convs: (flops x count, caller CPU time x count)
+    let mut classes = [[(0.0f64, 0.0f64); 2]; 2];
     for threads in [1usize, 2] {
         let ctx = Ctx::new(threads);
         println!("\n== {threads} thread(s); times per call in us (caller CPU time, median) ==");
         println!(
-            "{:<28} {:>5} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>8} {:>8}",
+            "{:<28} {:>5} {:>8} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>8}",
             "shape",
             "count",
             "direct",
             "GF/s",
+            "%pk",
             "F2",
             "F4",
             "F2otf",
             "F4otf",
             "algo",
             "GF/s",
+            "%pk",
             "wall",
             "x count ms"
         );
@@ -252,6 +270,16 @@ fn main() {
                 Algo::Winograd2Otf => ("F2otf", f2o),
                 Algo::Winograd4Otf => ("F4otf", f4o),
             };
+            let class = match (sh.spec.k, sh.spec.stride) {
+                (1, _) => Some(0),
+                (3, 2) => Some(1),
+                _ => None,
+            };
+            if let Some(c) = class {
+                let e = &mut classes[threads - 1][c];
+                e.0 += flops * sh.count as f64;
+                e.1 += d.0 * sh.count as f64;
+            }
             totals[threads - 1][0] += chosen.0 * sh.count as f64;
             totals[threads - 1][1] += chosen.1 * sh.count as f64;
             totals[threads - 1][2] += chosen.2 * sh.count as f64;
@@ -263,17 +291,19 @@ fn main() {
                 }
             };
             println!(
-                "{:<28} {:>5} {:>8} {:>6.1} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6.1} {:>8} {:>8.3}",
+                "{:<28} {:>5} {:>8} {:>6.1} {:>5.0} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6.1} {:>5.0} {:>8} {:>8.3}",
                 sh.name,
                 sh.count,
                 us(d.0),
                 flops / d.0 * 1e-9,
+                pct(flops / d.0 * 1e-9, threads),
                 us(f2.0),
                 us(f4.0),
                 us(f2o.0),
                 us(f4o.0),
                 name,
                 flops / chosen.0 * 1e-9,
+                pct(flops / chosen.0 * 1e-9, threads),
                 us(chosen.1),
                 chosen.0 * sh.count as f64 * 1e3
             );
@@ -288,6 +318,16 @@ fn main() {
             totals[t - 1][1] * 1e3,
             2.0 * macs as f64 / totals[t - 1][0] * 1e-9
         );
+        for (c, name) in ["1x1", "3x3 s2"].into_iter().enumerate() {
+            let (f, t_s) = classes[t - 1][c];
+            if t_s > 0.0 {
+                let g = f / t_s * 1e-9;
+                println!(
+                    "  direct {name} convs (count-weighted), {t} thread(s): {g:.1} GFLOP/s, {:.0}% of the {isa:?} peak",
+                    pct(g, t)
+                );
+            }
+        }
     }
 }
 

@@ -141,7 +141,9 @@ fn direct_3x3_s1() {
 #[test]
 fn direct_generic_kernels() {
     // The stem's first conv (3 input channels), the final layer (1x1 with bias, 17 outputs, or
-    // 3x3 pad 1), and other kernel sizes / strides / paddings.
+    // 3x3 pad 1), and other kernel sizes / strides / paddings. Strides 1 and 2 run microkernels
+    // with compile-time pixel offsets, others the runtime-stride one (the last four specs, with
+    // 1 to 4 output blocks per group and full and partial input blocks).
     let specs = [
         ConvSpec::new(3, 64, 11, 9, 3, 2, 1),
         ConvSpec::new(3, 18, 8, 6, 3, 2, 1),
@@ -151,6 +153,10 @@ fn direct_generic_kernels() {
         ConvSpec::new(17, 30, 8, 7, 2, 2, 0),
         ConvSpec::new(3, 8, 7, 7, 3, 1, 0),
         ConvSpec::new(44, 8, 9, 6, 1, 2, 0),
+        ConvSpec::new(40, 64, 13, 29, 3, 3, 1),
+        ConvSpec::new(16, 200, 7, 31, 1, 3, 0),
+        ConvSpec::new(20, 16, 8, 40, 3, 3, 0),
+        ConvSpec::new(24, 20, 9, 50, 1, 3, 0),
     ];
     for (i, s) in specs.into_iter().enumerate() {
         let err = check(s, &[Epi::Plain, Epi::Residual], 30 + i as u64);

@@ -500,6 +500,12 @@ impl Out {
 /// `(icb 0, tap 0, ic 0)`; consecutive input channels are `w_row` floats apart and the `16`
 /// rows of a tap are contiguous (`[icb][tap][16][.. w_row ..]`).
 ///
+/// Callers pass `pix` as a constant where they can (`16 · stride` for a stride known at
+/// compile time, 16 for the Winograd GEMM): inlined, every broadcast then addresses its pixel
+/// with an immediate offset from one base register, instead of one register per pixel (with
+/// 12–16 pixels those registers spill). Full input blocks run a 16-step loop with a constant
+/// trip count, which LLVM unrolls.
+///
 /// # Safety
 /// All pointers and strides address valid memory for every access described above.
 #[allow(clippy::too_many_arguments)]
@@ -523,24 +529,47 @@ pub(crate) unsafe fn microkernel<V: Vf, const NB: usize, const NP: usize>(
             let base = inp.add(ib * icb_stride);
             for &t in taps {
                 let ip = base.add(t);
-                let mut wq = wp;
-                for ic in 0..nic {
-                    let mut wv = [V::zero(); NB];
-                    for (b, wb) in wv.iter_mut().enumerate() {
-                        *wb = V::load(wq.add(b * BLOCK));
+                if nic == BLOCK {
+                    for ic in 0..BLOCK {
+                        fma_step(&mut acc, ip.add(ic), pix, wp.add(ic * w_row));
                     }
-                    for (p, ap) in acc.iter_mut().enumerate() {
-                        let x = V::bcast(ip.add(p * pix + ic));
-                        for b in 0..NB {
-                            ap[b] = V::fma(x, wv[b], ap[b]);
-                        }
+                } else {
+                    for ic in 0..nic {
+                        fma_step(&mut acc, ip.add(ic), pix, wp.add(ic * w_row));
                     }
-                    wq = wq.add(w_row);
                 }
                 wp = wp.add(BLOCK * w_row);
             }
         }
         acc
+    }
+}
+
+/// One input channel of [`microkernel`]: loads the `NB` weight vectors at `w`, then for each
+/// pixel broadcasts its input (`x`, `x + pix`, …) and does its `NB` FMAs right away, so only
+/// one broadcast is live at a time (`NB·NP + NB + 1` registers).
+///
+/// # Safety
+/// `w` is valid for `NB · 16` floats, `x + p · pix` for every `p < NP`.
+#[inline(always)]
+unsafe fn fma_step<V: Vf, const NB: usize, const NP: usize>(
+    acc: &mut [[V; NB]; NP],
+    x: *const f32,
+    pix: usize,
+    w: *const f32,
+) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let mut wv = [V::zero(); NB];
+        for (b, wb) in wv.iter_mut().enumerate() {
+            *wb = V::load(w.add(b * BLOCK));
+        }
+        for (p, ap) in acc.iter_mut().enumerate() {
+            let xv = V::bcast(x.add(p * pix));
+            for b in 0..NB {
+                ap[b] = V::fma(xv, wv[b], ap[b]);
+            }
+        }
     }
 }
 
@@ -619,8 +648,9 @@ struct DirectJob {
 // rows of one channel group each), so sharing the job between pool threads is race-free.
 unsafe impl Sync for DirectJob {}
 
-/// One row strip context of a direct task.
-struct DirectRow<'a> {
+/// One row strip context of a direct task; `S` is the stride when known at compile time (1
+/// or 2, every HRNet conv), 0 otherwise (then `j.stride`).
+struct DirectRow<'a, const S: usize> {
     j: &'a DirectJob,
     oy: usize,
     sb: usize,
@@ -631,11 +661,11 @@ struct DirectRow<'a> {
     wg: *const f32,
 }
 
-impl Strip for DirectRow<'_> {
+impl<const S: usize> Strip for DirectRow<'_, S> {
     #[inline(always)]
     unsafe fn strip<V: Vf, const NB: usize, const N: usize>(&self, x0: usize, sub: usize) {
         let j = self.j;
-        let pix = j.stride * BLOCK;
+        let pix = if S == 0 { j.stride } else { S } * BLOCK;
         // SAFETY: `x0 + N <= w_out`, so every input pixel read is inside the haloed input
         // (padding ≤ halo), and the weights of blocks `sub..sub + NB` are inside the group.
         unsafe {
@@ -661,8 +691,12 @@ impl Strip for DirectRow<'_> {
 /// One direct task: output rows `r0..r1` (chunk `t % row_chunks`) of channel group
 /// `t / row_chunks`, with `NB` blocks per microkernel call (`NB` divides the group size).
 /// The rows are the inner loop, so the weights of `NB` blocks stay in L2 across them.
+/// `S`: the stride if it is a compile-time constant, else 0 (see [`DirectRow`]).
 #[inline(always)]
-unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize>(j: &DirectJob, t: usize) {
+unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize, const S: usize>(
+    j: &DirectJob,
+    t: usize,
+) {
     let g = t / j.row_chunks;
     let chunk = t % j.row_chunks;
     let r0 = chunk * j.rows_per_task;
@@ -676,7 +710,7 @@ unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize>(j: &DirectJob, t:
             // SAFETY: `row`/`col` are inside the haloed input; the group's weights start at
             // `w_block · sb`, inside the packed buffer checked by `conv`.
             unsafe {
-                let r = DirectRow {
+                let r = DirectRow::<S> {
                     j,
                     oy,
                     sb,
@@ -691,6 +725,18 @@ unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize>(j: &DirectJob, t:
     }
 }
 
+/// `direct_task::<V, NB, NP, S>` with `S` the stride when it is 1 or 2 (compile-time pixel
+/// offsets), else 0.
+macro_rules! by_stride {
+    ($j:expr, $t:expr, $v:ty, $nb:literal, $np:literal) => {
+        match $j.stride {
+            1 => direct_task::<$v, $nb, $np, 1>($j, $t),
+            2 => direct_task::<$v, $nb, $np, 2>($j, $t),
+            _ => direct_task::<$v, $nb, $np, 0>($j, $t),
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
@@ -698,10 +744,10 @@ unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
     // SAFETY: forwarded contract of `direct_task`; AVX-512F is enabled here.
     unsafe {
         match nbg {
-            1 => direct_task::<Z, 1, 16>(j, t),
-            2 => direct_task::<Z, 2, 12>(j, t),
-            3 => direct_task::<Z, 3, 8>(j, t),
-            _ => direct_task::<Z, 4, 6>(j, t),
+            1 => by_stride!(j, t, Z, 1, 16),
+            2 => by_stride!(j, t, Z, 2, 12),
+            3 => by_stride!(j, t, Z, 3, 8),
+            _ => by_stride!(j, t, Z, 4, 6),
         }
     }
 }
@@ -710,7 +756,7 @@ unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn direct_task_avx2(j: &DirectJob, t: usize) {
     // SAFETY: forwarded contract of `direct_task`; AVX2 and FMA are enabled here.
-    unsafe { direct_task::<Y, 1, 6>(j, t) }
+    unsafe { by_stride!(j, t, Y, 1, 6) }
 }
 
 /// Same register blocking as AVX-512 (so this generic code is tested on any machine).
@@ -719,10 +765,10 @@ fn direct_task_portable(j: &DirectJob, t: usize) {
     // SAFETY: forwarded contract of `direct_task` (checked by `conv`).
     unsafe {
         match nbg {
-            1 => direct_task::<P, 1, 16>(j, t),
-            2 => direct_task::<P, 2, 12>(j, t),
-            3 => direct_task::<P, 3, 8>(j, t),
-            _ => direct_task::<P, 4, 6>(j, t),
+            1 => by_stride!(j, t, P, 1, 16),
+            2 => by_stride!(j, t, P, 2, 12),
+            3 => by_stride!(j, t, P, 3, 8),
+            _ => by_stride!(j, t, P, 4, 6),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`resize`]: bilinear resizing (the segmentation networks' exchange units and head), fused
 //!   with the add, and the part-padded channel layout of concatenations ([`Concat`]).
 //! - [`Ctx`]: the thread [`pool::Pool`] plus the instruction set ([`Isa`]) the kernels use.
+//! - [`peak`]: the measured FMA peak of a core for an [`Isa`] ([`fma_peak_gflops`]), against
+//!   which benchmarks and profiles state each kernel's share.
 //!
 //! Algorithms: a register-blocked direct convolution (any k×k, stride, padding ≤ 1; 1×1 convs
 //! included) whose microkernel keeps `NB` output blocks × `NP` output pixels in registers and
@@ -57,6 +59,7 @@ pub mod conv;
 pub mod eltwise;
 pub mod head;
 pub mod layout;
+pub mod peak;
 pub mod pool;
 pub mod resize;
 mod simd;
@@ -68,6 +71,7 @@ pub use bf16_conv::{
 };
 pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
 pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
+pub use peak::fma_peak_gflops;
 pub use pool::Pool;
 pub use resize::{add_resized_bilinear, resize_bilinear, Concat};
 pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4};

@@ -56,6 +56,12 @@ struct BenchLine {
     runs: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<Vec<KindJson>>,
+    /// With `--profile`: the instruction set the kernels ran with and its measured FMA peak
+    /// on one core, GFLOP/s (what `peak_pct` divides by, times the threads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    isa: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_gflops: Option<f64>,
 }
 
 /// One layer kind of `--profile`.
@@ -66,6 +72,8 @@ struct KindJson {
     ms: f64,
     gmac: f64,
     gflops: f64,
+    /// Share of the measured FMA peak × threads, in percent (0 for steps without MACs).
+    peak_pct: f64,
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
@@ -121,6 +129,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
                         finite(profile::gflops(r.macs, r.time), || what("gflops"))?,
                         2,
                     ),
+                    peak_pct: round(
+                        finite(prof.peak_pct(r.macs, r.time), || what("peak_pct"))?,
+                        1,
+                    ),
                     steps: r.steps,
                     kind,
                 })
@@ -133,6 +145,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
             min_ms: None,
             runs: a.runs,
             profile: Some(rows),
+            isa: Some(format!("{:?}", prof.isa)),
+            peak_gflops: Some(round(finite(prof.peak_gflops, || "peak_gflops".into())?, 2)),
         }
     } else {
         let mut eng = loaded.engine(kind, &ckpt, &weights_path, opts, a.threads)?;
@@ -146,6 +160,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
             min_ms: Some(ms("min_ms", t.min_ms)?),
             runs: a.runs,
             profile: None,
+            isa: None,
+            peak_gflops: None,
         }
     };
     println!("{}", serde_json::to_string(&line)?);
