@@ -334,7 +334,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn load_weights(path: &Path) -> Result<weights::Checkpoint> {
-    weights::load(path).with_context(|| format!("reading checkpoint {}", path.display()))
+    let ckpt =
+        weights::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    if ckpt.dropped_loss_tensors() > 0 {
+        eprintln!(
+            "{}: a segmentation training wrapper: dropped its {} loss.* tensor(s), kept the model.* ones",
+            path.display(),
+            ckpt.dropped_loss_tensors()
+        );
+    }
+    Ok(ckpt)
 }
 
 /// Builds the engine `kind` for `config` with `ckpt` (read from `weights_path`).
@@ -359,13 +368,6 @@ fn make_engine(
     match kind {
         EngineKind::Reference => {
             let (net, g) = driver::load_config(config)?;
-            if !net.task.head_supported() {
-                return Err(CompileError::Head {
-                    path: config.into(),
-                    task: net.task.kind(),
-                }
-                .into());
-            }
             let e = engine::Reference::new(g, ckpt, opts).with_context(fits)?;
             Ok((net, Box::new(e)))
         }
