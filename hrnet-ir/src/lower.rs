@@ -184,6 +184,10 @@ impl Lowerer {
         )
     }
 
+    fn batch_norm(&mut self, x: NodeId, name: String, place: Place) -> NodeId {
+        self.unary(x, Op::BatchNorm(BatchNorm { eps: BN_EPS }), name, place)
+    }
+
     /// conv (no bias, padding k/2) → BatchNorm → optional ReLU.
     #[allow(clippy::too_many_arguments)]
     fn conv_bn(
@@ -207,12 +211,7 @@ impl Lowerer {
             false,
             place,
         );
-        let y = self.unary(
-            y,
-            Op::BatchNorm(BatchNorm { eps: BN_EPS }),
-            bn.into(),
-            place,
-        );
+        let y = self.batch_norm(y, bn.into(), place);
         if relu {
             self.unary(y, Op::Relu, format!("{bn}.relu"), place)
         } else {
@@ -415,12 +414,7 @@ impl Lowerer {
             true,
             place,
         );
-        let y = self.unary(
-            y,
-            Op::BatchNorm(BatchNorm { eps: BN_EPS }),
-            format!("{prefix}.1"),
-            place,
-        );
+        let y = self.batch_norm(y, format!("{prefix}.1"), place);
         self.unary(y, Op::Relu, format!("{prefix}.2"), place)
     }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use hrnet_codegen::build_api::{self, CompileError};
+use hrnet_codegen::build_api;
 use hrnet_codegen::driver;
 use hrnet_codegen::engine::{self, Engine};
 use hrnet_ir::passes;
