@@ -1,6 +1,7 @@
 //! The golden corpus: every config under `data/configs/` and every fixture's `config.yaml`
-//! yields snapshots of its raw IR, its optimized IR, its DOT and (pose networks) its generated Rust. Adding a config means adding
-//! a file. The verifier runs after every pass.
+//! (`data/*/`) yields snapshots of its raw IR, its optimized IR, its DOT
+//! and (pose networks) its generated Rust. Adding a config means adding a file. The verifier
+//! runs after every pass.
 
 use hrnet_ir::passes::{self, PASSES};
 use hrnet_ir::print::{to_dot, to_text};
@@ -13,10 +14,19 @@ fn check(path: &std::path::Path) {
     passes::run(&mut g, &all, true, |_, _| {}).unwrap();
     insta::assert_snapshot!("optimized", to_text(&g));
     insta::assert_snapshot!("dot", to_dot(&g));
-    // The generated Rust, for every network the compiled engines support.
+    // The generated Rust, for every network the compiled engines support (not yet the
+    // classification and segmentation heads, which they refuse cleanly).
+    use hrnet_codegen::build_api::CompileError;
     match hrnet_codegen::build_api::compile_to_string(path, None) {
         Ok(code) => insta::assert_snapshot!("rust", code),
-        Err(hrnet_codegen::build_api::CompileError::Head { .. }) => {}
+        Err(CompileError::Plan(hrnet_codegen::plan::PlanError::Unsupported(why)))
+            if !src.contains("pose_hrnet") =>
+        {
+            assert!(
+                why.contains("not supported by the compiled engines yet"),
+                "{why}"
+            );
+        }
         Err(e) => panic!("{}: {e}", path.display()),
     }
 }

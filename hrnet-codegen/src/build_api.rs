@@ -26,14 +26,6 @@ pub enum CompileError {
     /// Reading or validating the config.
     #[error(transparent)]
     Config(#[from] DriverError),
-    /// The network's head is not supported by the compiled engines yet.
-    #[error("{path}: {task} networks are not supported by `compile` yet: only the backbone lowers (see `hrnetc graph`); the {task} head comes in a later release")]
-    Head {
-        /// The config.
-        path: PathBuf,
-        /// `classification`, `segmentation`.
-        task: &'static str,
-    },
     /// Planning.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -75,12 +67,6 @@ pub enum CompileError {
 /// Reads `config`, runs every pass and plans it: what every compiled engine starts from.
 pub fn plan_config(config: &Path) -> Result<(hrnet_ir::Network, Plan), CompileError> {
     let (net, g) = driver::load_optimized(config)?;
-    if !net.task.head_supported() {
-        return Err(CompileError::Head {
-            path: config.into(),
-            task: net.task.kind(),
-        });
-    }
     let p = plan::plan(&g)?;
     Ok((net, p))
 }

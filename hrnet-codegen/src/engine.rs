@@ -147,6 +147,9 @@ pub enum MakeError {
     /// The AOT engine's binary loads its checkpoint strictly.
     #[error("accepting extra checkpoint tensors is not supported by the AOT engine yet: the built model loads strictly")]
     IgnoreExtraAot,
+    /// A compiled engine asked for without a plan.
+    #[error("the {0} engine needs a plan of the network")]
+    NoPlan(&'static str),
     /// A thread count of 0 or above [`MAX_THREADS`].
     #[error("{0} threads: an engine runs on 1 to {MAX_THREADS} threads")]
     Threads(usize),
@@ -157,8 +160,8 @@ pub enum MakeError {
 pub struct EngineInput<'a> {
     /// The network as lowered (the reference interpreter runs it).
     pub graph: &'a Graph,
-    /// Its plan (the compiled engines render it).
-    pub plan: &'a Plan,
+    /// Its plan (the compiled engines render it; the reference engine needs none).
+    pub plan: Option<&'a Plan>,
     /// Where the config came from, for the generated code's header.
     pub source: &'a str,
     /// The checkpoint.
@@ -189,9 +192,11 @@ pub fn make(
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(MakeError::Threads(threads));
     }
+    let planned = || plan.ok_or(MakeError::NoPlan(kind.name()));
     Ok(match kind {
         EngineKind::Reference => Box::new(Reference::new(graph.clone(), ckpt, opts)?),
         EngineKind::Aot => {
+            let plan = planned()?;
             // Check the weights here, where the error message is best.
             plan.pack_weights(ckpt, opts)?;
             if opts.ignore_extra {
@@ -201,7 +206,7 @@ pub fn make(
         }
         #[cfg(feature = "jit")]
         EngineKind::Jit => Box::new(
-            crate::jit::JitEngine::new(plan, ckpt, opts, threads).map_err(|e| match e {
+            crate::jit::JitEngine::new(planned()?, ckpt, opts, threads).map_err(|e| match e {
                 crate::jit::JitEngineError::Bind(b) => MakeError::Bind(b),
                 crate::jit::JitEngineError::Compile(c) => MakeError::Jit(c),
             })?,

@@ -407,7 +407,19 @@ impl Builder<'_> {
                 outputs.push((*index, node.shape));
                 b.steps.push(Step::Output { src, index: *index });
             }
-            Op::BatchNorm(_) | Op::Relu | Op::Resize(_) => {
+            Op::Resize(Resize::Bilinear { .. })
+            | Op::Concat { .. }
+            | Op::GlobalAvgPool
+            | Op::Linear { .. }
+            | Op::SpatialGather
+            | Op::ObjectAttention => {
+                return Err(PlanError::Unsupported(format!(
+                    "{} `{}`: the classification and segmentation heads are not supported by the compiled engines yet (the reference engine runs them)",
+                    node.op.mnemonic(),
+                    node.name
+                )));
+            }
+            Op::BatchNorm(_) | Op::Relu | Op::Resize(Resize::Nearest { .. }) => {
                 return Err(PlanError::Internal(format!(
                     "{} `{}` was not fused: plan only graphs that went through all passes",
                     node.op.mnemonic(),

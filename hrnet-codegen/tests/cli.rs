@@ -112,6 +112,23 @@ fn graph_stats_match_the_official_counts() {
         text.contains("(15.692e9)") && text.contains("parameters   63595745"),
         "{text}"
     );
+    // The heads: HRNetV2-W48 segmentation, HRNet-W18-C, HRNet-OCR W48.
+    for (cfg, params) in [
+        (
+            "configs/seg/seg_hrnet_w48_train_512x1024_sgd_lr1e-2_wd5e-4_bs_12_epoch484.yaml",
+            65_859_379,
+        ),
+        ("configs/cls/cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100.yaml", 21_299_004),
+        (
+            "configs/seg_ocr_branch/seg_hrnet_ocr_w48_train_512x1024_sgd_lr1e-2_wd5e-4_bs_12_epoch484.yaml",
+            70_372_678,
+        ),
+    ] {
+        let out = hrnetc(&["graph", s(&data().join(cfg)), "--stats"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{cfg}");
+        assert!(text.contains(&format!("parameters   {params}\n")), "{cfg}: {text}");
+    }
 }
 
 #[test]
@@ -167,7 +184,7 @@ fn bad_configs_name_the_key_and_line() {
     let cls = data().join("configs/cls/cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100.yaml");
     fails(
         &hrnetc(&["compile", s(&cls), "-o", s(&tmp("cls.rs"))]),
-        "classification networks are not supported",
+        "not supported by the compiled engines yet",
     );
 }
 

@@ -4,7 +4,8 @@
 //! rather than fast. It runs the raw IR and any optimized IR: a conv with a folded BatchNorm
 //! applies the BatchNorm to the convolution's output exactly as the separate node would
 //! (weights are never rewritten here), so raw and optimized graphs are two independent
-//! routes to the same numbers. Convolutions accumulate in f64.
+//! routes to the same numbers. Convolutions, linear layers, means, softmaxes and the OCR
+//! matrix products accumulate in f64.
 
 use crate::ir::{Graph, NodeId, Op, Resize, Shape};
 use std::collections::HashMap;
@@ -157,6 +158,40 @@ pub fn run(g: &Graph, weights: &dyn Weights, input: &[f32]) -> Result<Vec<Vec<f3
                 }
                 y
             }
+            Op::Concat { inputs } => {
+                let mut y = Vec::with_capacity(node.shape.len());
+                for k in 0..*inputs {
+                    y.extend_from_slice(arg(k)?);
+                }
+                y
+            }
+            Op::GlobalAvgPool => {
+                let s = shape_of(0);
+                let plane = s.h * s.w;
+                arg(0)?
+                    .chunks_exact(plane)
+                    .map(|p| (p.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32)
+                    .collect()
+            }
+            Op::Linear { in_features, .. } => {
+                let weight = w(format!("{}.weight", node.name))?;
+                let bias = w(format!("{}.bias", node.name))?;
+                let x = arg(0)?;
+                weight
+                    .chunks_exact(*in_features)
+                    .zip(bias)
+                    .map(|(row, &b)| (dot(row, x) + f64::from(b)) as f32)
+                    .collect()
+            }
+            Op::SpatialGather => spatial_gather(arg(0)?, arg(1)?, shape_of(0), shape_of(1)),
+            Op::ObjectAttention => object_attention(
+                arg(0)?,
+                arg(1)?,
+                arg(2)?,
+                shape_of(0),
+                shape_of(1),
+                shape_of(2),
+            ),
             Op::Output { index } => {
                 outputs.push((*index, arg(0)?.clone()));
                 Vec::new()
@@ -247,7 +282,78 @@ fn add_into(y: &mut [f32], x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
 }
 
-/// Nearest ×f, or bilinear with `align_corners=False` (PyTorch's source-index rule).
+/// `Σ a[i]·b[i]` in f64.
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&p, &q)| f64::from(p) * f64::from(q))
+        .sum()
+}
+
+/// `softmax(scale · v)` in f64, with the maximum subtracted first.
+fn softmax(v: &mut [f64], scale: f64) {
+    let max = v.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(scale * x));
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (scale * *x - max).exp();
+        sum += *x;
+    }
+    v.iter_mut().for_each(|x| *x /= sum);
+}
+
+/// OCR's spatial gather: `out[c][k] = Σₚ softmaxₚ(logits[k])[p] · feats[c][p]`, as `C×K×1`.
+fn spatial_gather(logits: &[f32], feats: &[f32], ls: Shape, fs: Shape) -> Vec<f32> {
+    let pixels = ls.h * ls.w;
+    let mut y = vec![0f32; fs.c * ls.c];
+    let mut weights = vec![0f64; pixels];
+    for (k, l) in logits.chunks_exact(pixels).enumerate() {
+        weights
+            .iter_mut()
+            .zip(l)
+            .for_each(|(p, &v)| *p = f64::from(v));
+        softmax(&mut weights, 1.0);
+        for (c, f) in feats.chunks_exact(pixels).enumerate() {
+            let v: f64 = weights.iter().zip(f).map(|(&p, &x)| p * f64::from(x)).sum();
+            y[c * ls.c + k] = v as f32;
+        }
+    }
+    y
+}
+
+/// OCR's object attention: per pixel, a softmax over the `K` regions of the scaled
+/// query·key products weights the values.
+fn object_attention(
+    query: &[f32],
+    key: &[f32],
+    value: &[f32],
+    qs: Shape,
+    ks: Shape,
+    vs: Shape,
+) -> Vec<f32> {
+    let (pixels, regions) = (qs.h * qs.w, ks.h * ks.w);
+    let scale = (qs.c as f64).powf(-0.5);
+    let mut y = vec![0f32; vs.c * pixels];
+    let mut sim = vec![0f64; regions];
+    for p in 0..pixels {
+        for (k, s) in sim.iter_mut().enumerate() {
+            *s = (0..qs.c)
+                .map(|d| f64::from(query[d * pixels + p]) * f64::from(key[d * regions + k]))
+                .sum();
+        }
+        softmax(&mut sim, scale);
+        for e in 0..vs.c {
+            let v: f64 = sim
+                .iter()
+                .zip(&value[e * regions..(e + 1) * regions])
+                .map(|(&s, &x)| s * f64::from(x))
+                .sum();
+            y[e * pixels + p] = v as f32;
+        }
+    }
+    y
+}
+
+/// Nearest ×f, or bilinear with either `align_corners` rule (PyTorch's source indices).
 fn resize(x: &[f32], xs: Shape, ys: Shape, r: Resize) -> Vec<f32> {
     let mut y = vec![0f32; ys.len()];
     match r {
@@ -261,12 +367,20 @@ fn resize(x: &[f32], xs: Shape, ys: Shape, r: Resize) -> Vec<f32> {
                 }
             }
         }
-        Resize::Bilinear => {
+        Resize::Bilinear { align_corners } => {
             let taps = |out: usize, inp: usize| -> Vec<(usize, usize, f32)> {
-                let scale = inp as f32 / out as f32;
+                let scale = match (align_corners, out > 1) {
+                    (true, true) => (inp - 1) as f32 / (out - 1) as f32,
+                    (true, false) => 0.0,
+                    (false, _) => inp as f32 / out as f32,
+                };
                 (0..out)
                     .map(|o| {
-                        let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+                        let src = if align_corners {
+                            scale * o as f32
+                        } else {
+                            (scale * (o as f32 + 0.5) - 0.5).max(0.0)
+                        };
                         let i0 = (src as usize).min(inp - 1);
                         let i1 = if i0 < inp - 1 { i0 + 1 } else { i0 };
                         (i0, i1, src - i0 as f32)
@@ -288,4 +402,64 @@ fn resize(x: &[f32], xs: Shape, ys: Shape, r: Resize) -> Vec<f32> {
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(c: usize, h: usize, w: usize) -> Shape {
+        Shape { c, h, w }
+    }
+
+    #[test]
+    fn bilinear_both_corner_rules() {
+        // 1×2 → 1×4. align_corners: sources 0, 1/3, 2/3, 1. Pixel centres: scale 1/2,
+        // sources −0.25 (clamped to 0), 0.25, 0.75, 1.25 (the last clamps to the edge).
+        let x = [0.0, 3.0];
+        let r = |align_corners| {
+            resize(
+                &x,
+                sh(1, 1, 2),
+                sh(1, 1, 4),
+                Resize::Bilinear { align_corners },
+            )
+        };
+        assert_eq!(r(true), [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(r(false), [0.0, 0.75, 2.25, 3.0]);
+        // To a single pixel, align_corners reads the first one.
+        let one = resize(
+            &x,
+            sh(1, 1, 2),
+            sh(1, 1, 1),
+            Resize::Bilinear {
+                align_corners: true,
+            },
+        );
+        assert_eq!(one, [0.0]);
+    }
+
+    #[test]
+    fn spatial_gather_weights_pixels_by_their_softmax() {
+        // K = 2 classes over 2 pixels; C = 2 feature channels.
+        let logits = [0.0, 2f32.ln(), 5.0, 5.0]; // class 0: weights 1/3, 2/3; class 1: 1/2, 1/2
+        let feats = [3.0, 6.0, 1.0, -1.0];
+        let y = spatial_gather(&logits, &feats, sh(2, 1, 2), sh(2, 1, 2));
+        // C×K×1: [c0k0, c0k1, c1k0, c1k1]
+        let want = [5.0, 4.5, -1.0 / 3.0, 0.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn object_attention_softmax_over_regions() {
+        // D = 4 (scale 1/2), K = 2 regions, E = 1, one pixel.
+        let query = [1.0, 1.0, 0.0, 0.0];
+        let key = [2f32.ln(), 0.0, 2f32.ln(), 0.0, 0.0, 0.0, 0.0, 0.0]; // D×K
+        let value = [3.0, 6.0];
+        // q·k = (2 ln 2, 0), × 1/2 = (ln 2, 0): weights 2/3, 1/3 → 3·2/3 + 6/3 = 4.
+        let y = object_attention(&query, &key, &value, sh(4, 1, 1), sh(4, 2, 1), sh(1, 2, 1));
+        assert!((y[0] - 4.0).abs() < 1e-6, "{y:?}");
+    }
 }

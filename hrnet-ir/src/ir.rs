@@ -55,8 +55,13 @@ pub enum Resize {
         /// Scale factor, a power of two in HRNet.
         factor: usize,
     },
-    /// Bilinear with `align_corners=False` to the node's exact shape (`F.interpolate`).
-    Bilinear,
+    /// Bilinear to the node's exact shape (`F.interpolate(mode='bilinear')`).
+    Bilinear {
+        /// PyTorch's `align_corners`: with `true` the corner pixels of input and output are
+        /// aligned (source = dst·(in−1)/(out−1)); with `false` pixel centres are
+        /// (source = (dst+½)·in/out − ½, clamped at 0).
+        align_corners: bool,
+    },
 }
 
 /// A convolution, with whatever passes have fused into it.
@@ -121,6 +126,35 @@ pub enum Op {
         /// ReLU fused in.
         relu: bool,
     },
+    /// Channel concatenation (`torch.cat(dim=1)`). Operands `[x0, …, x(n−1)]`, `n = inputs`,
+    /// all of one height and width; shape `Σcᵢ × h × w`.
+    Concat {
+        /// Number of operands (at least 2).
+        inputs: usize,
+    },
+    /// Mean over all pixels of each channel. Operands `[x]`; shape `c × 1 × 1`.
+    GlobalAvgPool,
+    /// Fully connected layer `y = W·x + b` on a `c × 1 × 1` value read as a vector of
+    /// `in_features = c` (`nn.Linear`; keys `<name>.weight` `[out, in]`, `<name>.bias`).
+    /// Operands `[x]`; shape `out_features × 1 × 1`.
+    Linear {
+        /// Input features (the operand's element count).
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+    },
+    /// OCR's spatial gather (`SpatialGather_Module`, scale 1): each of the `K` class maps of
+    /// `logits` is turned into weights by a softmax over all `H·W` pixels, and the object
+    /// region representation of class `k` is the weighted sum of `feats`' pixels:
+    /// `out[c][k] = Σₚ softmaxₚ(logits[k])[p] · feats[c][p]`.
+    /// Operands `[logits K×H×W, feats C×H×W]`; shape `C × K × 1` (the official `n×C×K×1`).
+    SpatialGather,
+    /// OCR's object attention (`_ObjectAttentionBlock` without its 1×1 convs): every pixel's
+    /// query attends over the `K` object regions,
+    /// `sim[p][k] = softmaxₖ(D^−½ · Σ_d query[d][p] · key[d][k])`,
+    /// `out[e][p] = Σₖ sim[p][k] · value[e][k]`.
+    /// Operands `[query D×H×W, key D×K×1, value E×K×1]`; shape `E × H × W`.
+    ObjectAttention,
     /// Network output number `index`. Operands `[x]`; shape of `x`. Nothing consumes it.
     Output {
         /// Position among the network's outputs.
@@ -134,8 +168,15 @@ impl Op {
         match self {
             Op::Input => 0,
             Op::Conv(c) => 1 + usize::from(c.residual),
-            Op::BatchNorm(_) | Op::Relu | Op::Resize(_) | Op::Output { .. } => 1,
-            Op::Add { .. } | Op::AddResized { .. } => 2,
+            Op::BatchNorm(_)
+            | Op::Relu
+            | Op::Resize(_)
+            | Op::GlobalAvgPool
+            | Op::Linear { .. }
+            | Op::Output { .. } => 1,
+            Op::Add { .. } | Op::AddResized { .. } | Op::SpatialGather => 2,
+            Op::ObjectAttention => 3,
+            Op::Concat { inputs } => *inputs,
         }
     }
 
@@ -149,6 +190,11 @@ impl Op {
             Op::Add { .. } => "add",
             Op::Resize(_) => "resize",
             Op::AddResized { .. } => "add_resized",
+            Op::Concat { .. } => "concat",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Linear { .. } => "linear",
+            Op::SpatialGather => "spatial_gather",
+            Op::ObjectAttention => "object_attention",
             Op::Output { .. } => "output",
         }
     }
@@ -194,7 +240,8 @@ pub enum Place {
         /// Input branch `j`.
         from: usize,
     },
-    /// The task head (pose `final_layer`) and outputs.
+    /// The task head (pose `final_layer`; classification `incre_modules` … `classifier`;
+    /// segmentation `last_layer`; the OCR head) and outputs.
     Head,
 }
 
@@ -266,6 +313,13 @@ impl Node {
                 v
             }
             Op::BatchNorm(_) => bn_params(&self.name, self.shape.c),
+            Op::Linear {
+                in_features,
+                out_features,
+            } => vec![
+                spec("weight", vec![*out_features, *in_features]),
+                spec("bias", vec![*out_features]),
+            ],
             _ => Vec::new(),
         }
     }

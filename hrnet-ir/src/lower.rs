@@ -6,16 +6,28 @@
 //! between the official repositories are decided here, as `DESIGN.md` states them:
 //! a transition that changes an existing branch's width reads that branch; a new branch is a
 //! chain of stride-2 links from the lowest-resolution branch; the pose network's last module
-//! computes output 0 only; segmentation resizes bilinearly in its exchange units.
+//! computes output 0 only; segmentation resizes bilinearly in its exchange units and head.
+//!
+//! Heads ([`Task`]): pose `final_layer`; classification `incre_modules`, `downsamp_modules`,
+//! `final_layer`, average pool and `classifier`; segmentation `last_layer`; OCR `aux_head`,
+//! `conv3x3_ocr`, the spatial gather and `ocr_distri_head`, with the OCR logits as output 0
+//! and the auxiliary logits as output 1.
 
-use crate::front::{BlockKind, Network, StageSpec, Task};
+use crate::front::resolve::{CLS_FINAL_CHANNELS, CLS_INCRE_PLANES};
+use crate::front::{BlockKind, ConfigError, Network, OcrSpec, StageSpec, Task};
 use crate::ir::{BatchNorm, Conv, Graph, Node, NodeId, Op, Place, Resize, Shape};
 
 /// BatchNorm ε of every official HRNet.
 pub const BN_EPS: f32 = 1e-5;
 
-/// Builds the raw IR of `net`. For tasks whose head is not supported yet, the graph ends
-/// with one output per final branch (the backbone's features).
+/// Builds the raw IR of `net` at the input size (height, width) `(h, w)` instead of the
+/// config's: segmentation networks run at any size of at least 32 pixels a side. The size
+/// is checked as [`Network::with_input_size`] checks it.
+pub fn lower_at(net: &Network, h: usize, w: usize) -> Result<Graph, ConfigError> {
+    Ok(lower(&net.with_input_size(h, w)?))
+}
+
+/// Builds the raw IR of `net`.
 pub fn lower(net: &Network) -> Graph {
     let mut l = Lowerer {
         g: Graph::new(net.name.clone()),
@@ -50,13 +62,17 @@ pub fn lower(net: &Network) -> Graph {
     let mut ys = vec![x];
 
     let last_stage = net.stages.len() + 1;
+    let exchange = match net.task {
+        Task::Segmentation { align_corners, .. } => Resize::Bilinear { align_corners },
+        Task::Pose { .. } | Task::Classification { .. } => Resize::Nearest { factor: 2 },
+    };
     for (si, stage) in net.stages.iter().enumerate() {
         let s = si + 2;
         ys = l.transition(&ys, stage, s);
         for m in 0..stage.modules {
             let single_output =
                 matches!(net.task, Task::Pose { .. }) && s == last_stage && m + 1 == stage.modules;
-            ys = l.module(&ys, stage, s, m, !single_output, net.bilinear_exchange);
+            ys = l.module(&ys, stage, s, m, !single_output, exchange);
         }
     }
 
@@ -78,9 +94,27 @@ pub fn lower(net: &Network) -> Graph {
             );
             l.output(y, 0);
         }
-        Task::Classification { .. } | Task::Segmentation { .. } => {
-            for (i, &y) in ys.iter().enumerate() {
-                l.output(y, i);
+        Task::Classification { num_classes } => {
+            let y = l.classification_head(&ys, num_classes);
+            l.output(y, 0);
+        }
+        Task::Segmentation {
+            num_classes,
+            final_kernel,
+            align_corners,
+            ocr,
+        } => {
+            let feats = l.concat_branches(&ys, align_corners);
+            match ocr {
+                None => {
+                    let y = l.seg_last_layer(feats, "last_layer", num_classes, final_kernel);
+                    l.output(y, 0);
+                }
+                Some(o) => {
+                    let (y, aux) = l.ocr_head(feats, o, num_classes, final_kernel);
+                    l.output(y, 0);
+                    l.output(aux, 1);
+                }
             }
         }
     }
@@ -150,6 +184,10 @@ impl Lowerer {
         )
     }
 
+    fn batch_norm(&mut self, x: NodeId, name: String, place: Place) -> NodeId {
+        self.unary(x, Op::BatchNorm(BatchNorm { eps: BN_EPS }), name, place)
+    }
+
     /// conv (no bias, padding k/2) → BatchNorm → optional ReLU.
     #[allow(clippy::too_many_arguments)]
     fn conv_bn(
@@ -173,12 +211,7 @@ impl Lowerer {
             false,
             place,
         );
-        let y = self.unary(
-            y,
-            Op::BatchNorm(BatchNorm { eps: BN_EPS }),
-            bn.into(),
-            place,
-        );
+        let y = self.batch_norm(y, bn.into(), place);
         if relu {
             self.unary(y, Op::Relu, format!("{bn}.relu"), place)
         } else {
@@ -304,6 +337,228 @@ impl Lowerer {
         out
     }
 
+    /// The classification head (HRNetV2p): `y = incre[0](x0)`, then
+    /// `y = incre[i+1](x(i+1)) + downsamp[i](y)`; `final_layer` (1×1 to 2048, bias, BN,
+    /// ReLU); global average pool; `classifier`. The `incre_modules` are one Bottleneck each
+    /// (planes 32, 64, 128, 256); `downsamp_modules` are 3×3 stride-2 convs with bias, BN
+    /// and ReLU (no ReLU after the sum).
+    fn classification_head(&mut self, ys: &[NodeId], num_classes: usize) -> NodeId {
+        let place = Place::Head;
+        let mut acc: Option<NodeId> = None;
+        for (i, &x) in ys.iter().enumerate() {
+            let incre = self.block(
+                x,
+                &format!("incre_modules.{i}.0"),
+                BlockKind::Bottleneck,
+                CLS_INCRE_PLANES[i],
+                place,
+            );
+            acc = Some(match acc {
+                None => incre,
+                Some(y) => {
+                    let d = format!("downsamp_modules.{}", i - 1);
+                    let oc = self.shape(incre).c;
+                    let down = self.conv_bias_bn_relu(y, &d, oc, 3, 2, place);
+                    self.add(incre, down, format!("head.sum{i}"), place)
+                }
+            });
+        }
+        let y = acc.expect("the classification head has four branches");
+        let y = self.conv_bias_bn_relu(y, "final_layer", CLS_FINAL_CHANNELS, 1, 1, place);
+        let s = self.shape(y);
+        let pooled = self.g.add(
+            Node {
+                op: Op::GlobalAvgPool,
+                shape: Shape { c: s.c, h: 1, w: 1 },
+                name: "head.pool".into(),
+                place,
+            },
+            &[y],
+        );
+        self.g.add(
+            Node {
+                op: Op::Linear {
+                    in_features: s.c,
+                    out_features: num_classes,
+                },
+                shape: Shape {
+                    c: num_classes,
+                    h: 1,
+                    w: 1,
+                },
+                name: "classifier".into(),
+                place,
+            },
+            &[pooled],
+        )
+    }
+
+    /// `<prefix>.0` conv (bias, padding k/2) → `<prefix>.1` BatchNorm → ReLU: the
+    /// `Sequential(conv, BN, ReLU)` of the heads.
+    fn conv_bias_bn_relu(
+        &mut self,
+        x: NodeId,
+        prefix: &str,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        place: Place,
+    ) -> NodeId {
+        let y = self.conv(
+            x,
+            &format!("{prefix}.0"),
+            out_channels,
+            kernel,
+            stride,
+            kernel / 2,
+            true,
+            place,
+        );
+        let y = self.batch_norm(y, format!("{prefix}.1"), place);
+        self.unary(y, Op::Relu, format!("{prefix}.2"), place)
+    }
+
+    /// Branches 1… resized bilinearly to branch 0's size and concatenated after it
+    /// (HRNetV2's representation head, `15·C` channels for widths C, 2C, 4C, 8C).
+    fn concat_branches(&mut self, ys: &[NodeId], align_corners: bool) -> NodeId {
+        if ys.len() == 1 {
+            return ys[0];
+        }
+        let place = Place::Head;
+        let target = self.shape(ys[0]);
+        let mut parts = vec![ys[0]];
+        for (b, &y) in ys.iter().enumerate().skip(1) {
+            let shape = Shape {
+                c: self.shape(y).c,
+                h: target.h,
+                w: target.w,
+            };
+            parts.push(self.g.add(
+                Node {
+                    op: Op::Resize(Resize::Bilinear { align_corners }),
+                    shape,
+                    name: format!("head.resize{b}"),
+                    place,
+                },
+                &[y],
+            ));
+        }
+        self.concat(&parts, "head.concat".into())
+    }
+
+    fn concat(&mut self, parts: &[NodeId], name: String) -> NodeId {
+        let s = self.shape(parts[0]);
+        let c = parts.iter().map(|&p| self.shape(p).c).sum();
+        self.g.add(
+            Node {
+                op: Op::Concat {
+                    inputs: parts.len(),
+                },
+                shape: Shape { c, h: s.h, w: s.w },
+                name,
+                place: Place::Head,
+            },
+            parts,
+        )
+    }
+
+    /// `last_layer` (and OCR's `aux_head`): 1×1 conv with bias, BN, ReLU, then a conv of
+    /// `final_kernel` with bias to the class logits.
+    fn seg_last_layer(
+        &mut self,
+        x: NodeId,
+        prefix: &str,
+        num_classes: usize,
+        final_kernel: usize,
+    ) -> NodeId {
+        let c = self.shape(x).c;
+        let y = self.conv_bias_bn_relu(x, prefix, c, 1, 1, Place::Head);
+        self.conv(
+            y,
+            &format!("{prefix}.3"),
+            num_classes,
+            final_kernel,
+            1,
+            final_kernel / 2,
+            true,
+            Place::Head,
+        )
+    }
+
+    /// `[1×1 conv without bias, BNReLU]` repeated `depth` times (`f_pixel`, `f_object`: 2;
+    /// `f_down`, `f_up`, `conv_bn_dropout`: 1). The BatchNorm of `BNReLU` is `<prefix>.<2k+1>.0`.
+    fn conv_bnrelu(
+        &mut self,
+        x: NodeId,
+        prefix: &str,
+        out_channels: usize,
+        depth: usize,
+    ) -> NodeId {
+        let mut y = x;
+        for k in 0..depth {
+            y = self.conv_bn(
+                y,
+                &format!("{prefix}.{}", 2 * k),
+                &format!("{prefix}.{}.0", 2 * k + 1),
+                out_channels,
+                1,
+                1,
+                true,
+                Place::Head,
+            );
+        }
+        y
+    }
+
+    /// The OCR head on the concatenated features; returns (OCR logits, auxiliary logits).
+    fn ocr_head(
+        &mut self,
+        feats: NodeId,
+        o: OcrSpec,
+        num_classes: usize,
+        final_kernel: usize,
+    ) -> (NodeId, NodeId) {
+        let place = Place::Head;
+        let aux = self.seg_last_layer(feats, "aux_head", num_classes, final_kernel);
+        let feats = self.conv_bias_bn_relu(feats, "conv3x3_ocr", o.mid_channels, 3, 1, place);
+        let s = self.shape(feats);
+        let context = self.g.add(
+            Node {
+                op: Op::SpatialGather,
+                shape: Shape {
+                    c: s.c,
+                    h: num_classes,
+                    w: 1,
+                },
+                name: "ocr_gather_head".into(),
+                place,
+            },
+            &[aux, feats],
+        );
+        let ocb = "ocr_distri_head.object_context_block";
+        let query = self.conv_bnrelu(feats, &format!("{ocb}.f_pixel"), o.key_channels, 2);
+        let key = self.conv_bnrelu(context, &format!("{ocb}.f_object"), o.key_channels, 2);
+        let value = self.conv_bnrelu(context, &format!("{ocb}.f_down"), o.key_channels, 1);
+        let attended = self.g.add(
+            Node {
+                op: Op::ObjectAttention,
+                shape: Shape {
+                    c: o.key_channels,
+                    h: s.h,
+                    w: s.w,
+                },
+                name: ocb.into(),
+                place,
+            },
+            &[query, key, value],
+        );
+        let up = self.conv_bnrelu(attended, &format!("{ocb}.f_up"), o.mid_channels, 1);
+        let cat = self.concat(&[up, feats], "ocr_distri_head.concat".into());
+        let y = self.conv_bnrelu(cat, "ocr_distri_head.conv_bn_dropout", o.mid_channels, 1);
+        let y = self.conv(y, "cls_head", num_classes, 1, 1, 0, true, place);
+        (y, aux)
+    }
+
     /// One HighResolutionModule: the branches, then the exchange unit (all outputs, or
     /// output 0 only when `multi_scale_output` is false).
     fn module(
@@ -313,7 +568,7 @@ impl Lowerer {
         s: usize,
         m: usize,
         multi_scale_output: bool,
-        bilinear: bool,
+        exchange: Resize,
     ) -> Vec<NodeId> {
         let nb = stage.branches();
         let mut xs = xs.to_vec();
@@ -365,15 +620,14 @@ impl Lowerer {
                         place,
                     );
                     let target = self.shape(xs[i]);
-                    let (resize, name) = if bilinear {
-                        (Resize::Bilinear, format!("{f}.resize"))
-                    } else {
-                        (
+                    let (resize, name) = match exchange {
+                        Resize::Bilinear { .. } => (exchange, format!("{f}.resize")),
+                        Resize::Nearest { .. } => (
                             Resize::Nearest {
                                 factor: 1 << (j - i),
                             },
                             format!("{f}.2"),
-                        )
+                        ),
                     };
                     let shape = Shape {
                         c: ci,

@@ -52,14 +52,28 @@ pub fn op_text(op: &Op) -> String {
             )
         }
         Op::Output { index } => format!("output {index}"),
-        Op::Input | Op::Relu => op.mnemonic().to_string(),
+        Op::Linear {
+            in_features,
+            out_features,
+        } => format!("linear {in_features}->{out_features}"),
+        Op::Input
+        | Op::Relu
+        | Op::Concat { .. }
+        | Op::GlobalAvgPool
+        | Op::SpatialGather
+        | Op::ObjectAttention => op.mnemonic().to_string(),
     }
 }
 
 fn resize_text(r: &Resize) -> String {
     match r {
         Resize::Nearest { factor } => format!("nearest x{factor}"),
-        Resize::Bilinear => "bilinear".into(),
+        Resize::Bilinear {
+            align_corners: false,
+        } => "bilinear".into(),
+        Resize::Bilinear {
+            align_corners: true,
+        } => "bilinear align_corners".into(),
     }
 }
 

@@ -1,4 +1,8 @@
 //! Network statistics: conv count, multiply-accumulates, parameters, arena size.
+//!
+//! The parameter count is the official one (`sum(p.numel() for p in model.parameters())`):
+//! HRNetV2-W48 segmentation 65,859,379; HRNet-W18-C classification 21,299,004; HRNet-OCR
+//! W48 70,372,678 (tested).
 
 use crate::ir::{Graph, Op};
 use crate::passes::plan_memory::plan_memory_with;
@@ -9,10 +13,10 @@ use std::fmt;
 pub struct Stats {
     /// Convolutions.
     pub convs: usize,
-    /// Multiply-accumulates of all convolutions.
+    /// Multiply-accumulates of all convolutions, linear layers and OCR matrix products.
     pub macs: u64,
-    /// Learned parameters: conv weights and biases, BatchNorm γ and β (running statistics
-    /// and `num_batches_tracked` are buffers, not parameters).
+    /// Learned parameters: conv and linear weights and biases, BatchNorm γ and β (running
+    /// statistics and `num_batches_tracked` are buffers, not parameters).
     pub params: u64,
     /// Activation arena in bytes (NCHW f32), and without reuse.
     pub arena_bytes: usize,
@@ -44,7 +48,33 @@ pub fn stats(g: &Graph) -> Stats {
                 }
             }
             Op::BatchNorm(_) => s.params += 2 * node.shape.c as u64,
-            _ => {}
+            Op::Linear {
+                in_features,
+                out_features,
+            } => {
+                s.macs += (in_features * out_features) as u64;
+                s.params += ((in_features + 1) * out_features) as u64;
+            }
+            Op::SpatialGather => {
+                // feats (C×P) times the softmax weights (K×P).
+                let logits = g.node(g.operands(n)[0]).shape;
+                s.macs += (node.shape.len() * logits.h * logits.w) as u64;
+            }
+            Op::ObjectAttention => {
+                // query·key (P×D×K) and weights·value (P×K×E).
+                let ops = g.operands(n);
+                let (q, k) = (g.node(ops[0]).shape, g.node(ops[1]).shape);
+                let regions = (k.h * k.w) as u64;
+                s.macs += (q.h * q.w) as u64 * regions * (q.c + node.shape.c) as u64;
+            }
+            Op::Input
+            | Op::Relu
+            | Op::Add { .. }
+            | Op::Resize(_)
+            | Op::AddResized { .. }
+            | Op::Concat { .. }
+            | Op::GlobalAvgPool
+            | Op::Output { .. } => {}
         }
     }
     let plan = g

@@ -11,7 +11,11 @@
 //! 5. Every value other than an `Output` is consumed by some node (no dead values).
 //! 6. Parameter nodes have non-empty names, and no two tensors share a checkpoint key.
 //! 7. Nothing is resized but by `Resize`/`AddResized`, whose factors match the shapes.
-//! 8. When a memory plan is attached: it covers every value, in a valid schedule, and no two
+//! 8. Head ops follow their shape rules: `concat` joins two or more values of one spatial
+//!    size; `linear` reads exactly `in_features` values; `spatial_gather` reads logits and
+//!    features of one spatial size; `object_attention` reads a query and key of one width and
+//!    key and value over the same regions.
+//! 9. When a memory plan is attached: it covers every value, in a valid schedule, and no two
 //!    values live at the same time share arena bytes.
 
 use crate::ir::{Graph, NodeId, Op, Resize, Shape};
@@ -130,6 +134,66 @@ pub fn verify(g: &Graph) -> Result<(), VerifierError> {
                 operand(0)
             }
             Op::Resize(r) => resized(operand(0), *r, node.shape).map_err(|m| at(id, m))?,
+            Op::Concat { inputs } => {
+                if *inputs < 2 {
+                    return Err(at(id, format!("concat of {inputs} value(s)")));
+                }
+                let first = operand(0);
+                let mut c = 0;
+                for k in 0..*inputs {
+                    let o = operand(k);
+                    if (o.h, o.w) != (first.h, first.w) {
+                        return Err(at(id, format!("concat of {first} and {o}")));
+                    }
+                    c += o.c;
+                }
+                Shape { c, ..first }
+            }
+            Op::GlobalAvgPool => Shape {
+                c: operand(0).c,
+                h: 1,
+                w: 1,
+            },
+            Op::Linear {
+                in_features,
+                out_features,
+            } => {
+                if operand(0).len() != *in_features {
+                    return Err(at(
+                        id,
+                        format!("linear of {in_features} features reads {}", operand(0)),
+                    ));
+                }
+                Shape {
+                    c: *out_features,
+                    h: 1,
+                    w: 1,
+                }
+            }
+            Op::SpatialGather => {
+                let (l, f) = (operand(0), operand(1));
+                if (l.h, l.w) != (f.h, f.w) {
+                    return Err(at(
+                        id,
+                        format!("spatial gather of logits {l} and features {f}"),
+                    ));
+                }
+                Shape {
+                    c: f.c,
+                    h: l.c,
+                    w: 1,
+                }
+            }
+            Op::ObjectAttention => {
+                let (q, k, v) = (operand(0), operand(1), operand(2));
+                if q.c != k.c || (k.h, k.w) != (v.h, v.w) {
+                    return Err(at(
+                        id,
+                        format!("object attention of query {q}, key {k}, value {v}"),
+                    ));
+                }
+                Shape { c: v.c, ..q }
+            }
             Op::AddResized { resize, .. } => {
                 let a = operand(0);
                 let b = resized(operand(1), *resize, a).map_err(|m| at(id, m))?;
@@ -202,7 +266,7 @@ fn resized(x: Shape, r: Resize, target: Shape) -> Result<Shape, String> {
             w: x.w * factor,
         }),
         Resize::Nearest { factor } => Err(format!("nearest resize by {factor}")),
-        Resize::Bilinear => Ok(Shape {
+        Resize::Bilinear { .. } => Ok(Shape {
             c: x.c,
             h: target.h,
             w: target.w,

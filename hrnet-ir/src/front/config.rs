@@ -29,6 +29,14 @@ pub struct Model {
     pub HEATMAP_SIZE: Option<Vec<i64>>,
     pub ALIGN_CORNERS: Option<bool>,
     pub EXTRA: Option<Extra>,
+    pub OCR: Option<Ocr>,
+}
+
+/// `MODEL.OCR` (HRNet-OCR).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ocr {
+    pub MID_CHANNELS: Option<i64>,
+    pub KEY_CHANNELS: Option<i64>,
 }
 
 /// `MODEL.EXTRA`.

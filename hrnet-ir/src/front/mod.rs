@@ -8,7 +8,7 @@ pub mod config;
 pub mod resolve;
 pub mod spans;
 
-pub use resolve::{BlockKind, Network, StageSpec, Task};
+pub use resolve::{BlockKind, Network, OcrSpec, StageSpec, Task};
 
 use spans::Pos;
 use std::fmt;

@@ -35,33 +35,45 @@ pub enum Task {
         /// `MODEL.EXTRA.FINAL_CONV_KERNEL` (1 or 3).
         final_kernel: usize,
     },
-    /// ImageNet classification (`cls_hrnet`).
+    /// ImageNet classification (`cls_hrnet`, HRNetV2p): `incre_modules`, `downsamp_modules`,
+    /// `final_layer` to 2048 channels, global average pool, `classifier`.
     Classification {
         /// `MODEL.NUM_CLASSES` (default 1000).
         num_classes: usize,
     },
-    /// Semantic segmentation (`seg_hrnet`, `seg_hrnet_ocr`).
+    /// Semantic segmentation (`seg_hrnet`, HRNetV2; `seg_hrnet_ocr`, HRNet-OCR): all branches
+    /// resized to branch 0 and concatenated, then `last_layer` (or the OCR head).
     Segmentation {
         /// `DATASET.NUM_CLASSES`.
         num_classes: usize,
+        /// `MODEL.EXTRA.FINAL_CONV_KERNEL` (1 or 3) of `last_layer` / `aux_head`.
+        final_kernel: usize,
+        /// `align_corners` of every bilinear resize: `MODEL.ALIGN_CORNERS`, by default false
+        /// for `seg_hrnet` and true for `seg_hrnet_ocr` (the defaults of their branches of
+        /// the official code).
+        align_corners: bool,
         /// The OCR head (`seg_hrnet_ocr`).
-        ocr: bool,
+        ocr: Option<OcrSpec>,
     },
 }
 
-impl Task {
-    /// Whether this crate can build the head (otherwise only the backbone is lowered).
-    pub fn head_supported(&self) -> bool {
-        matches!(self, Task::Pose { .. })
-    }
+/// Widths of the OCR head (`MODEL.OCR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OcrSpec {
+    /// `MID_CHANNELS` (default 512): `conv3x3_ocr`'s output, the object region width.
+    pub mid_channels: usize,
+    /// `KEY_CHANNELS` (default 256): query/key/value width of the object attention.
+    pub key_channels: usize,
+}
 
+impl Task {
     /// A short name: `pose`, `classification`, `segmentation`.
     pub fn kind(&self) -> &'static str {
         match self {
             Task::Pose { .. } => "pose",
             Task::Classification { .. } => "classification",
-            Task::Segmentation { ocr: false, .. } => "segmentation",
-            Task::Segmentation { ocr: true, .. } => "segmentation (OCR)",
+            Task::Segmentation { ocr: None, .. } => "segmentation",
+            Task::Segmentation { ocr: Some(_), .. } => "segmentation (OCR)",
         }
     }
 }
@@ -166,22 +178,22 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         Ok(v as usize)
     };
 
+    let final_kernel = || {
+        match extra.FINAL_CONV_KERNEL {
+        None => Ok(1),
+        Some(k @ (1 | 3)) => Ok(k as usize),
+        Some(k) => Err(err(
+            "MODEL.EXTRA.FINAL_CONV_KERNEL",
+            format!("must be 1 or 3 (the official code pads only those to keep the output size), found {k}"),
+        )),
+    }
+    };
     let task = match name.as_str() {
         "pose_hrnet" => {
             let num_joints = count("MODEL.NUM_JOINTS", model.NUM_JOINTS, MAX_OUTPUTS)?;
-            let final_kernel = match extra.FINAL_CONV_KERNEL {
-                None => 1,
-                Some(k @ (1 | 3)) => k as usize,
-                Some(k) => {
-                    return Err(err(
-                        "MODEL.EXTRA.FINAL_CONV_KERNEL",
-                        format!("must be 1 or 3 (the official code pads only those to keep the heatmap size), found {k}"),
-                    ))
-                }
-            };
             Task::Pose {
                 num_joints,
-                final_kernel,
+                final_kernel: final_kernel()?,
             }
         }
         "cls_hrnet" => {
@@ -194,9 +206,25 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         "seg_hrnet" | "seg_hrnet_ocr" => {
             let v = exp.DATASET.as_ref().and_then(|d| d.NUM_CLASSES);
             let num_classes = count("DATASET.NUM_CLASSES", v, MAX_OUTPUTS)?;
+            let is_ocr = name == "seg_hrnet_ocr";
+            let ocr = if is_ocr {
+                let o = model.OCR.as_ref();
+                let width = |key: &str, v: Option<i64>, default: usize| match v {
+                    None => Ok(default),
+                    v => count(&format!("MODEL.OCR.{key}"), v, MAX_CHANNELS),
+                };
+                Some(OcrSpec {
+                    mid_channels: width("MID_CHANNELS", o.and_then(|o| o.MID_CHANNELS), 512)?,
+                    key_channels: width("KEY_CHANNELS", o.and_then(|o| o.KEY_CHANNELS), 256)?,
+                })
+            } else {
+                None
+            };
             Task::Segmentation {
                 num_classes,
-                ocr: name == "seg_hrnet_ocr",
+                final_kernel: final_kernel()?,
+                align_corners: model.ALIGN_CORNERS.unwrap_or(is_ocr),
+                ocr,
             }
         }
         other => {
@@ -229,11 +257,13 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         };
         let p = |k: &str| format!("{base}.{k}");
         let modules = count(&p("NUM_MODULES"), s.NUM_MODULES, MAX_MODULES)?;
-        let branches = count(
-            &p("NUM_BRANCHES"),
-            s.NUM_BRANCHES.or(if idx == 1 { Some(1) } else { None }),
-            MAX_BRANCHES,
-        )?;
+        // layer1 is one branch: the official code never reads STAGE1.NUM_BRANCHES (some
+        // official configs misspell it NUM_RANCHES).
+        let branches = if idx == 1 {
+            1
+        } else {
+            count(&p("NUM_BRANCHES"), s.NUM_BRANCHES, MAX_BRANCHES)?
+        };
         let block = match s.BLOCK.as_deref() {
             Some("BASIC") => BlockKind::Basic,
             Some("BOTTLENECK") => BlockKind::Bottleneck,
@@ -264,13 +294,12 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
                 let path = p(key);
                 let v = v.as_ref().ok_or_else(|| err(&path, "missing".into()))?;
                 if v.len() != branches {
-                    return Err(err(
-                        &path,
-                        format!(
-                        "has {} entries but NUM_BRANCHES is {branches}: expected one per branch",
-                        v.len()
-                    ),
-                    ));
+                    let why = if idx == 1 {
+                        "STAGE1 (layer1) is a single branch: expected one entry".to_string()
+                    } else {
+                        format!("NUM_BRANCHES is {branches}: expected one per branch")
+                    };
+                    return Err(err(&path, format!("has {} entries but {why}", v.len())));
                 }
                 v.iter()
                     .enumerate()
@@ -279,12 +308,6 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
             };
         let blocks = list("NUM_BLOCKS", &s.NUM_BLOCKS, MAX_BLOCKS)?;
         let planes = list("NUM_CHANNELS", &s.NUM_CHANNELS, MAX_CHANNELS)?;
-        if idx == 1 && branches != 1 {
-            return Err(err(
-                &p("NUM_BRANCHES"),
-                format!("STAGE1 has one branch, found {branches}"),
-            ));
-        }
         Ok(Some(StageSpec {
             modules,
             block,
@@ -328,7 +351,15 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         }
         stages.push(spec);
     }
-    let branches = stages.last().map_or(1, StageSpec::branches);
+    if let Task::Classification { .. } = task {
+        let branches = stages.last().map_or(1, StageSpec::branches);
+        if branches != CLS_HEAD_BRANCHES {
+            return Err(err(
+                "MODEL.EXTRA.STAGE4.NUM_BRANCHES",
+                format!("the classification head takes {CLS_HEAD_BRANCHES} branches (its incre_modules widths are fixed at 32, 64, 128, 256 planes), STAGE4 has {branches}"),
+            ));
+        }
+    }
 
     // Input size: MODEL.IMAGE_SIZE, or for segmentation the evaluation size TEST.IMAGE_SIZE.
     let (size_path, size) = match (
@@ -353,44 +384,6 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
     let w = count(&format!("{size_path}[0]"), Some(size[0]), MAX_IMAGE_SIDE)?;
     let h = count(&format!("{size_path}[1]"), Some(size[1]), MAX_IMAGE_SIDE)?;
     let bilinear_exchange = matches!(task, Task::Segmentation { .. });
-    let multiple = 4usize << (branches - 1);
-    if !bilinear_exchange && (w % multiple != 0 || h % multiple != 0) {
-        return Err(err(
-            size_path,
-            format!(
-                "{w}x{h} (width x height) is not a multiple of {multiple}: with {branches} branches the nearest \
-                 x2^k upsampling of the exchange units only lines up when both sides divide by 4*2^{}",
-                branches - 1
-            ),
-        ));
-    }
-    if bilinear_exchange && (w < multiple || h < multiple) {
-        return Err(err(size_path, format!("{w}x{h} is too small for {branches} branches: each side needs at least {multiple} pixels")));
-    }
-
-    // No value may exceed MAX_ACTIVATION elements: the compiler allocates no activations,
-    // but a run would, and nothing useful needs more.
-    let side = |n: usize, b: usize| (n.div_ceil(4) >> b).max(1);
-    let mut largest = (64 * h.div_ceil(2) * w.div_ceil(2), "the stem".to_string());
-    for (si, st) in std::iter::once(&layer1).chain(&stages).enumerate() {
-        for (b, c) in st.out_channels().into_iter().enumerate() {
-            let n = c.max(st.planes[b]) * side(h, b) * side(w, b);
-            if n > largest.0 {
-                largest = (n, format!("stage {} branch {b}", si + 1));
-            }
-        }
-    }
-    if largest.0 > MAX_ACTIVATION {
-        return Err(err(
-            size_path,
-            format!(
-                "{w}x{h} makes a {} MiB activation in {}: the limit is {} MiB",
-                (largest.0 * 4) >> 20,
-                largest.1,
-                (MAX_ACTIVATION * 4) >> 20
-            ),
-        ));
-    }
     let total_blocks: usize = stages
         .iter()
         .map(|s| s.modules * s.blocks.iter().sum::<usize>())
@@ -412,12 +405,115 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         }
     }
 
-    Ok(Network {
+    let net = Network {
         name,
         task,
         input_hw: (h, w),
         layer1,
         stages,
         bilinear_exchange,
-    })
+    };
+    net.check_input_size().map_err(|m| err(size_path, m))?;
+    Ok(net)
 }
+
+/// Branches the classification head is written for (`head_channels = [32, 64, 128, 256]`).
+pub const CLS_HEAD_BRANCHES: usize = 4;
+
+impl Network {
+    /// The same network at another input size (height, width): what a segmentation network
+    /// needs to run on an image of any size. The size is checked as the config's would be
+    /// (pose and classification sides must divide by 32; segmentation sides need at least
+    /// 32 pixels); an error has no key path, since the size did not come from the file.
+    pub fn with_input_size(&self, h: usize, w: usize) -> Result<Network, ConfigError> {
+        let net = Network {
+            input_hw: (h, w),
+            ..self.clone()
+        };
+        net.check_input_size().map_err(|message| ConfigError {
+            path: String::new(),
+            pos: None,
+            message: format!("input size {w}x{h} (width x height): {message}"),
+        })?;
+        Ok(net)
+    }
+
+    /// Checks `input_hw` against the exchange units' resize rule and the activation limit.
+    fn check_input_size(&self) -> Result<(), String> {
+        let (h, w) = self.input_hw;
+        if h == 0 || w == 0 || h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
+            return Err(format!(
+                "{w}x{h}: each side must be between 1 and {MAX_IMAGE_SIDE} pixels"
+            ));
+        }
+        let branches = self.stages.last().map_or(1, StageSpec::branches);
+        let multiple = 4usize << (branches - 1);
+        if !self.bilinear_exchange && (w % multiple != 0 || h % multiple != 0) {
+            return Err(format!(
+                "{w}x{h} (width x height) is not a multiple of {multiple}: with {branches} branches the nearest \
+                 x2^k upsampling of the exchange units only lines up when both sides divide by 4*2^{}",
+                branches - 1
+            ));
+        }
+        if self.bilinear_exchange && (w < multiple || h < multiple) {
+            return Err(format!("{w}x{h} is too small for {branches} branches: each side needs at least {multiple} pixels"));
+        }
+
+        // No value may exceed MAX_ACTIVATION elements: the compiler allocates no activations,
+        // but a run would, and nothing useful needs more.
+        let side = |n: usize, b: usize| (n.div_ceil(4) >> b).max(1);
+        let mut largest = (64 * h.div_ceil(2) * w.div_ceil(2), "the stem".to_string());
+        let mut consider = |n: usize, what: &dyn Fn() -> String| {
+            if n > largest.0 {
+                largest = (n, what());
+            }
+        };
+        for (si, st) in std::iter::once(&self.layer1)
+            .chain(&self.stages)
+            .enumerate()
+        {
+            for (b, c) in st.out_channels().into_iter().enumerate() {
+                let n = c.max(st.planes[b]) * side(h, b) * side(w, b);
+                consider(n, &|| format!("stage {} branch {b}", si + 1));
+            }
+        }
+        let last = self
+            .stages
+            .last()
+            .map_or_else(Vec::new, StageSpec::out_channels);
+        match &self.task {
+            Task::Pose { .. } => {}
+            Task::Classification { .. } => {
+                for b in 0..last.len() {
+                    let n = (CLS_INCRE_PLANES[b.min(3)] * 4) * side(h, b) * side(w, b);
+                    consider(n, &|| format!("the classification head (branch {b})"));
+                }
+                let b = last.len() - 1;
+                consider(CLS_FINAL_CHANNELS * side(h, b) * side(w, b), &|| {
+                    "the classification head's final_layer".into()
+                });
+            }
+            Task::Segmentation { ocr, .. } => {
+                let c: usize = last.iter().sum();
+                let c = ocr.map_or(c, |o| c.max(2 * o.mid_channels));
+                consider(c * side(h, 0) * side(w, 0), &|| {
+                    "the segmentation head".into()
+                });
+            }
+        }
+        if largest.0 > MAX_ACTIVATION {
+            return Err(format!(
+                "{w}x{h} makes a {} MiB activation in {}: the limit is {} MiB",
+                (largest.0 * 4) >> 20,
+                largest.1,
+                (MAX_ACTIVATION * 4) >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bottleneck planes of the classification head's `incre_modules`, branch by branch.
+pub const CLS_INCRE_PLANES: [usize; 4] = [32, 64, 128, 256];
+/// Output channels of the classification head's `final_layer`.
+pub const CLS_FINAL_CHANNELS: usize = 2048;

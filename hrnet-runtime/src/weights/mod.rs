@@ -10,7 +10,9 @@
 //!   system-info pickles, the main pickle, a pickle listing storage keys, then the raw storages.
 //!
 //! Training checkpoints (`{'epoch': …, 'state_dict': {'module.' + name: …}, …}`) are unwrapped:
-//! see [`Checkpoint::from_training_checkpoint`]. Pickles are read by [`pickle`], which never
+//! see [`Checkpoint::from_training_checkpoint`]. A segmentation training wrapper's state
+//! (`model.` + name, plus `loss.*`) loses the prefix and the `loss.*` tensors: see
+//! [`Checkpoint::dropped_loss_tensors`]. Pickles are read by [`pickle`], which never
 //! executes anything and refuses every global a tensor state_dict does not need.
 //!
 //! A checkpoint is untrusted input: a truncated or lying file is an error, never a panic, an
@@ -161,6 +163,7 @@ impl fmt::Display for Format {
 pub struct Checkpoint {
     format: Format,
     from_training_checkpoint: bool,
+    dropped_loss_tensors: usize,
     tensors: Vec<(String, Tensor)>,
     index: HashMap<String, usize>,
 }
@@ -181,6 +184,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             format,
             from_training_checkpoint,
+            dropped_loss_tensors: 0,
             tensors,
             index,
         })
@@ -195,6 +199,12 @@ impl Checkpoint {
     /// with `epoch`, `optimizer`, … beside it) rather than from a bare state_dict.
     pub fn from_training_checkpoint(&self) -> bool {
         self.from_training_checkpoint
+    }
+
+    /// How many `loss.*` tensors of a segmentation training wrapper (`FullModel`: every
+    /// model key prefixed `model.`) were dropped while reading; they are not the network's.
+    pub fn dropped_loss_tensors(&self) -> usize {
+        self.dropped_loss_tensors
     }
 
     /// Number of tensors.

@@ -280,6 +280,8 @@ fn collect_storages(v: &Value, out: &mut HashMap<String, StorageRef>) {
 struct Selected {
     tensors: Vec<(String, TensorRef)>,
     from_training_checkpoint: bool,
+    /// `loss.*` tensors of a segmentation `FullModel` that were left out.
+    dropped_loss: usize,
 }
 
 /// Finds the state_dict in an unpickled object and names its tensors.
@@ -289,7 +291,9 @@ struct Selected {
 /// - Non-tensor entries of the state_dict are ignored.
 /// - A `module.` prefix (DataParallel) is removed from every name that has it; then, if most
 ///   names start with `model.` (the segmentation repo's `FullModel`), that prefix is removed
-///   from those names, and names without it (e.g. `loss.*`) are kept as they are.
+///   from those names and the wrapper's `loss.*` tensors (e.g. the criterion's class
+///   weights) are dropped and counted; any other name without the prefix is kept as it is
+///   (and binding reports it).
 fn select_state_dict(root: Value) -> Result<Selected, WeightError> {
     let Value::Dict(mut entries) = root else {
         return Err(malformed(format!(
@@ -350,7 +354,11 @@ fn select_state_dict(root: Value) -> Result<Selected, WeightError> {
         .iter()
         .filter(|(n, _)| n.starts_with("model."))
         .count();
+    let mut dropped_loss = 0;
     if with_model * 2 > tensors.len() {
+        let before = tensors.len();
+        tensors.retain(|(name, _)| !name.starts_with("loss."));
+        dropped_loss = before - tensors.len();
         for (name, _) in &mut tensors {
             if let Some(rest) = name.strip_prefix("model.") {
                 *name = rest.to_owned();
@@ -360,6 +368,7 @@ fn select_state_dict(root: Value) -> Result<Selected, WeightError> {
     Ok(Selected {
         tensors,
         from_training_checkpoint,
+        dropped_loss,
     })
 }
 
@@ -380,7 +389,9 @@ fn materialize(
         let tensor = gather(&name, &t, raw, &mut budget, file_len)?;
         out.push((name, tensor));
     }
-    Checkpoint::new(format, selected.from_training_checkpoint, out)
+    let mut ckpt = Checkpoint::new(format, selected.from_training_checkpoint, out)?;
+    ckpt.dropped_loss_tensors = selected.dropped_loss;
+    Ok(ckpt)
 }
 
 /// Reads the view `t` of the storage bytes `raw`.
@@ -614,7 +625,12 @@ mod tests {
         let sel = select_state_dict(root).unwrap();
         assert!(sel.from_training_checkpoint);
         let names: Vec<_> = sel.tensors.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["a", "b", "loss.w"]);
+        assert_eq!(
+            names,
+            ["a", "b"],
+            "the FullModel's loss.* tensors are dropped"
+        );
+        assert_eq!(sel.dropped_loss, 1);
         assert_eq!(sel.tensors[0].1.size, vec![2], "the last duplicate wins");
 
         let root = Value::Dict(vec![(s("model.a"), t.clone()), (s("loss.w"), t.clone())]);
@@ -625,6 +641,8 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["model.a", "loss.w"], "no majority: keep names");
+        let root = Value::Dict(vec![(s("loss.w"), t.clone())]);
+        assert_eq!(select_state_dict(root).unwrap().dropped_loss, 0);
 
         let r = select_state_dict(Value::List(vec![]));
         assert!(matches!(r, Err(WeightError::Malformed(_))));

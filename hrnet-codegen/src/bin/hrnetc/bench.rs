@@ -110,12 +110,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
     };
     let ms = |name: &str, v: f64| finite(v, || name.to_string()).map(|v| round(v, 3));
     let line = if a.profile {
-        let packed = loaded
-            .plan
+        let plan = loaded.plan()?;
+        let packed = plan
             .pack_weights(&ckpt, opts)
             .with_context(|| loaded.does_not_fit(&weights_path))?;
-        let prof = profile::profile(&loaded.plan, &packed, a.threads, a.runs)?;
-        eprint!("{}", prof.to_table(&loaded.plan, 12));
+        let prof = profile::profile(plan, &packed, a.threads, a.runs)?;
+        eprint!("{}", prof.to_table(plan, 12));
         let rows = prof
             .by_kind()
             .into_iter()
@@ -150,7 +150,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
     } else {
         let mut eng = loaded.engine(kind, &ckpt, &weights_path, opts, a.threads)?;
-        let x = aot::bench_input(loaded.plan.input.len());
+        let (h, w) = loaded.network.input_hw;
+        let x = aot::bench_input(3 * h * w);
         let mut y = vec![0f32; loaded.output_shape().iter().product()];
         let t = eng.bench(&x, &mut y, kind.warmup_runs(), a.runs)?;
         BenchLine {

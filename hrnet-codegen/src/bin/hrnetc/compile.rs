@@ -30,6 +30,7 @@ pub struct Args {
 pub fn main(a: Args) -> Result<ExitCode> {
     let start = Instant::now();
     let loaded = Loaded::load(&a.config)?;
+    let plan = loaded.plan()?;
     let opts = BindOptions {
         ignore_extra: a.ignore_extra,
     };
@@ -38,20 +39,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
             let ckpt = read_checkpoint(w)?;
             let fits = || loaded.does_not_fit(w);
             if a.embed_weights {
-                Some(build_api::embedded_weights(&loaded.plan, &ckpt, opts).with_context(fits)?)
+                Some(build_api::embedded_weights(plan, &ckpt, opts).with_context(fits)?)
             } else {
-                loaded.plan.pack_weights(&ckpt, opts).with_context(fits)?;
+                plan.pack_weights(&ckpt, opts).with_context(fits)?;
                 None
             }
         }
         None => None,
     };
-    build_api::write_compiled(
-        &loaded.plan,
-        &loaded.source(),
-        &a.output,
-        embedded.as_deref(),
-    )?;
+    build_api::write_compiled(plan, &loaded.source(), &a.output, embedded.as_deref())?;
     eprintln!(
         "wrote {} in {:.0} ms",
         a.output.display(),

@@ -20,30 +20,32 @@ pub struct Loaded {
     pub network: Network,
     /// The graph as lowered (the reference interpreter runs it).
     pub graph: Graph,
-    /// The plan of the optimized graph (the compiled engines render it).
-    pub plan: Plan,
+    /// The plan of the optimized graph (the compiled engines render it), or why the compiled
+    /// engines cannot run this network (the reference engine still can).
+    plan: Result<Plan, plan::PlanError>,
 }
 
 impl Loaded {
     /// Reads `config` (once), lowers it, runs every pass on a copy and plans that.
     pub fn load(config: &Path) -> Result<Loaded> {
         let (network, graph) = driver::load_config(config)?;
-        if !network.task.head_supported() {
-            return Err(CompileError::Head {
-                path: config.into(),
-                task: network.task.kind(),
-            }
-            .into());
-        }
         let mut optimized = graph.clone();
         let all: Vec<&'static passes::Pass> = passes::PASSES.iter().collect();
         driver::optimize(&mut optimized, &all, false, |_, _| {})?;
-        let plan = plan::plan(&optimized).map_err(CompileError::from)?;
+        let plan = plan::plan(&optimized);
         Ok(Loaded {
             config: config.into(),
             network,
             graph,
             plan,
+        })
+    }
+
+    /// The plan, or the error that says why the compiled engines cannot run this network.
+    pub fn plan(&self) -> Result<&Plan> {
+        self.plan.as_ref().map_err(|e| {
+            anyhow::Error::new(CompileError::from(e.clone()))
+                .context(format!("compiling {}", self.config.display()))
         })
     }
 
@@ -61,10 +63,10 @@ impl Loaded {
         )
     }
 
-    /// The network's output shape, NCHW.
+    /// The network's (first) output shape, NCHW.
     pub fn output_shape(&self) -> [usize; 4] {
-        let o = self.plan.outputs[0];
-        [1, o.c, o.h, o.w]
+        let s = self.graph.node(self.graph.outputs()[0]).shape;
+        [1, s.c, s.h, s.w]
     }
 
     /// Builds engine `kind` with `ckpt` (read from `weights`); an AOT build says on stderr
@@ -80,7 +82,10 @@ impl Loaded {
         let source = self.source();
         let input = EngineInput {
             graph: &self.graph,
-            plan: &self.plan,
+            plan: match kind {
+                EngineKind::Reference => None,
+                _ => Some(self.plan()?),
+            },
             source: &source,
             ckpt,
             weights,
@@ -110,7 +115,15 @@ pub fn report_build(p: hrnet_codegen::aot::Progress<'_>) {
 
 /// Reads a checkpoint: a regular file of any size, memory-mapped.
 pub fn read_checkpoint(path: &Path) -> Result<weights::Checkpoint> {
-    Ok(build_api::read_checkpoint(path)?)
+    let ckpt = build_api::read_checkpoint(path)?;
+    if ckpt.dropped_loss_tensors() > 0 {
+        eprintln!(
+            "{}: a segmentation training wrapper: dropped its {} loss.* tensor(s), kept the model.* ones",
+            path.display(),
+            ckpt.dropped_loss_tensors()
+        );
+    }
+    Ok(ckpt)
 }
 
 /// Reads the network's input tensor: a regular `.npy` file no larger than float64 data of the
