@@ -1,6 +1,6 @@
 //! The golden corpus: every config under `data/configs/` and every fixture's `config.yaml`
-//! yields snapshots of its raw IR, its optimized IR, its DOT and (pose networks) its generated Rust. Adding a config means adding
-//! a file. The verifier runs after every pass.
+//! yields snapshots of its raw IR, its optimized IR, its DOT and (pose networks) its plan and
+//! its generated Rust. Adding a config means adding a file. The verifier runs after every pass.
 
 use hrnet_ir::passes::{self, PASSES};
 use hrnet_ir::print::{to_dot, to_text};
@@ -13,7 +13,13 @@ fn check(path: &std::path::Path) {
     passes::run(&mut g, &all, true, |_, _| {}).unwrap();
     insta::assert_snapshot!("optimized", to_text(&g));
     insta::assert_snapshot!("dot", to_dot(&g));
-    // The generated Rust, for every network the compiled engines support.
+    // The plan and the generated Rust, for every network the compiled engines support.
+    let target = hrnet_codegen::target::Target::runtime();
+    match hrnet_codegen::build_api::plan_config(path, &target) {
+        Ok((_, plan)) => insta::assert_snapshot!("plan", plan.to_string()),
+        Err(hrnet_codegen::build_api::CompileError::Head { .. }) => {}
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
     match hrnet_codegen::build_api::compile_to_string(path, None) {
         Ok(code) => insta::assert_snapshot!("rust", code),
         Err(hrnet_codegen::build_api::CompileError::Head { .. }) => {}

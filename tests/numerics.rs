@@ -77,7 +77,7 @@ fn reference_engine_raw_and_optimized_from_every_weight_format() {
 fn plan_with_runtime_kernels_every_isa_and_thread_count() {
     for dir in fixtures() {
         let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
-        let p = plan::plan(&opt).unwrap();
+        let p = plan::plan(&opt, &hrnet_codegen::target::Target::runtime()).unwrap();
         p.check().unwrap();
         let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
         let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hrnet_codegen::build_api::{self, CompileError};
 use hrnet_codegen::driver;
 use hrnet_codegen::engine::{self, Engine};
+use hrnet_codegen::target::Target;
 use hrnet_ir::passes;
 use hrnet_runtime::pose::{self, BoxXywh, Dataset, PoseEstimator};
 use hrnet_runtime::weights::{self, BindOptions};
@@ -206,7 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match (&weights, embed_weights) {
                 (Some(w), true) => build_api::compile_file(&config, &output, Some((w, opts)))?,
                 (Some(w), false) => {
-                    let (_, p) = build_api::plan_config(&config)?;
+                    let (_, p) = build_api::plan_config(&config, &Target::runtime())?;
                     let ckpt = load_weights(w)?;
                     p.pack_weights(&ckpt, opts).with_context(|| {
                         format!("{} does not fit {}", w.display(), config.display())
@@ -370,7 +371,7 @@ fn make_engine(
             Ok((net, Box::new(e)))
         }
         EngineKind::Aot => {
-            let (net, p) = build_api::plan_config(config)?;
+            let (net, p) = build_api::plan_config(config, &Target::runtime())?;
             // Check the weights here, where the error message is best.
             p.pack_weights(ckpt, opts).with_context(fits)?;
             if opts.ignore_extra {
@@ -384,7 +385,7 @@ fn make_engine(
         }
         #[cfg(feature = "jit")]
         EngineKind::Jit => {
-            let (net, p) = build_api::plan_config(config)?;
+            let (net, p) = build_api::plan_config(config, &Target::jit())?;
             let e =
                 hrnet_codegen::jit::JitEngine::new(&p, ckpt, opts, threads).with_context(fits)?;
             Ok((net, Box::new(e)))
@@ -523,7 +524,7 @@ fn bench(
     let ckpt = load_weights(weights_path)?;
     let (median, min) = match kind {
         EngineKind::Aot => {
-            let (_, p) = build_api::plan_config(config)?;
+            let (_, p) = build_api::plan_config(config, &Target::runtime())?;
             let packed = p.pack_weights(&ckpt, opts).with_context(|| {
                 format!(
                     "{} does not fit {}",
