@@ -341,7 +341,7 @@ fn family_widths_agree_on_every_engine() {
 #[test]
 fn a_changed_plan_decision_is_followed_by_every_engine() {
     use hrnet_runtime::kernels::Algo;
-    let g = optimized_at(&data_dir().join("tiny_pose/config.yaml"), (64, 48));
+    let (_, g) = driver::load_optimized(&data_dir().join("tiny_pose/config.yaml")).unwrap();
     for target in [Target::runtime(), Target::jit()] {
         let mut p = plan::plan(&g, &target).unwrap();
         assert!(
