@@ -87,13 +87,13 @@ fn convs(c: &mut Criterion, plan: &Plan, packed: &[f32]) {
         let s = l.spec;
         let name = format!(
             "{k}x{k}s{st} {ci}->{co} @{h}x{w} {algo:?}{epi}",
-            k = s.k,
-            st = s.stride,
-            ci = s.cin,
-            co = s.cout,
-            h = s.h_in,
-            w = s.w_in,
-            algo = s.algo,
+            k = s.k(),
+            st = s.stride(),
+            ci = s.cin(),
+            co = s.cout(),
+            h = s.h_in(),
+            w = s.w_in(),
+            algo = s.algo(),
             epi = match (residual, up) {
                 (false, _) => String::new(),
                 (true, 0) => " +res".into(),
