@@ -146,7 +146,7 @@ fn reference_engine_on_synthetic_weights_at_the_input_size() {
 fn plan_with_runtime_kernels_every_isa_and_thread_count() {
     for dir in fixtures() {
         let (net, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
-        let p = match plan::plan(&opt) {
+        let p = match plan::plan(&opt, &hrnet_codegen::target::Target::runtime()) {
             Ok(p) => p,
             // Not yet: the heads of classification and segmentation (a clean refusal).
             Err(plan::PlanError::Unsupported(why))

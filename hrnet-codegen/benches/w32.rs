@@ -26,7 +26,8 @@ const W32: &str = concat!(
 /// The W32 plan and its packed random weights.
 fn w32() -> (Plan, Vec<f32>) {
     let path = Path::new(W32);
-    let (_, plan) = build_api::plan_config(path).expect("W32 config plans");
+    let (_, plan) = build_api::plan_config(path, &hrnet_codegen::target::Target::runtime())
+        .expect("W32 config plans");
     let (_, g) = driver::load_config(path).expect("W32 config loads");
     let bytes = driver::random_checkpoint(&driver::runtime_specs(&g), 1);
     let ckpt = hrnet_runtime::weights::load_bytes(&bytes).expect("random checkpoint loads");
@@ -86,13 +87,13 @@ fn convs(c: &mut Criterion, plan: &Plan, packed: &[f32]) {
         let s = l.spec;
         let name = format!(
             "{k}x{k}s{st} {ci}->{co} @{h}x{w} {algo:?}{epi}",
-            k = s.k,
-            st = s.stride,
-            ci = s.cin,
-            co = s.cout,
-            h = s.h_in,
-            w = s.w_in,
-            algo = s.algo,
+            k = s.k(),
+            st = s.stride(),
+            ci = s.cin(),
+            co = s.cout(),
+            h = s.h_in(),
+            w = s.w_in(),
+            algo = s.algo(),
             epi = match (residual, up) {
                 (false, _) => String::new(),
                 (true, 0) => " +res".into(),
@@ -102,7 +103,7 @@ fn convs(c: &mut Criterion, plan: &Plan, packed: &[f32]) {
         let x = vec![0.5f32; s.in_shape().len()];
         let w = &packed[l.packed_offset..l.packed_offset + s.packed_len()];
         let os = s.out_shape();
-        let hr = hrnet_runtime::kernels::ActShape::new(os.c, os.h << up, os.w << up);
+        let hr = hrnet_runtime::kernels::ActShape::new(os.c(), os.h() << up, os.w() << up);
         let base = vec![0.25f32; hr.len()];
         let mut y = vec![0f32; hr.len()];
         let mut tiles = vec![0f32; s.scratch_len(ctx.threads())];

@@ -5,6 +5,7 @@
 //! (default: W32 256×192, 20 runs), with seeded random weights.
 
 use hrnet_codegen::jit::JitModel;
+use hrnet_codegen::target::Target;
 use hrnet_codegen::{driver, exec, plan};
 use hrnet_runtime::model;
 use hrnet_runtime::weights::{BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
@@ -19,10 +20,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let runs: usize = args.next().map_or(Ok(20), |s| s.parse())?;
     let (_, g) = driver::load_optimized(&config)?;
-    let p = plan::plan(&g)?;
+    let p = plan::plan(&g, &Target::runtime())?;
 
     let t = Instant::now();
-    let jit = JitModel::compile(&p)?;
+    let jit = JitModel::compile(&plan::plan(&g, &Target::jit())?)?;
     let compile = t.elapsed();
     let s = jit.compile_stats();
     println!(

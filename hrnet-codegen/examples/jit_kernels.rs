@@ -6,12 +6,15 @@
 use hrnet_codegen::exec;
 use hrnet_codegen::jit::{JitModel, JitOptions};
 use hrnet_codegen::plan::{Addend, ConvLayer, Plan, PlanValue, Step, StepNote};
+use hrnet_codegen::target::Target;
 use hrnet_ir::ir::Shape;
 use hrnet_runtime::kernels::{ActShape, ConvSpec};
 use hrnet_runtime::weights::{BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
 use std::time::Instant;
 
-fn one_conv(spec: ConvSpec) -> Plan {
+/// A plan of one conv, its algorithm chosen for `target`.
+fn one_conv(spec: ConvSpec, target: Target) -> Plan {
+    let spec = spec.with_algo(target.conv_algo(&spec));
     let (i, o) = (spec.in_shape(), spec.out_shape());
     let a = ActShape::len(&i).div_ceil(16) * 16;
     let values = vec![
@@ -28,15 +31,16 @@ fn one_conv(spec: ConvSpec) -> Plan {
     ];
     Plan {
         name: "one".into(),
+        target,
         input: Shape {
-            c: i.c,
-            h: i.h,
-            w: i.w,
+            c: i.c(),
+            h: i.h(),
+            w: i.w(),
         },
         outputs: vec![Shape {
-            c: o.c,
-            h: o.h,
-            w: o.w,
+            c: o.c(),
+            h: o.h(),
+            w: o.w(),
         }],
         values,
         steps: vec![
@@ -85,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for (cin, cout, h, w, k, s) in shapes {
         let spec = ConvSpec::new(cin, cout, h, w, k, s, k / 2);
-        let p = one_conv(spec);
+        let p = one_conv(spec, Target::runtime());
         let n = cout * cin * k * k;
         let ckpt = Checkpoint::new(
             Format::Safetensors,
@@ -136,13 +140,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             flops / te * 1e-9
         );
         for wino in [false, true] {
-            let jit = JitModel::compile_with(
-                &p,
-                JitOptions {
-                    verify: false,
-                    winograd: wino,
-                },
-            )?;
+            let pj = one_conv(spec, Target::jit().with_winograd(wino));
+            let jit = JitModel::compile_with(&pj, JitOptions { verify: false })?;
             let packed = jit.pack(&ckpt, BindOptions::default())?;
             let mut sj = jit.scratch(1);
             let tj = time(&mut || jit.run(&packed, &input, &mut [&mut out], &mut sj).unwrap());

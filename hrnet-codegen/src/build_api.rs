@@ -16,6 +16,7 @@
 use crate::driver::{self, DriverError};
 use crate::emit::{self, EmitError, EmitOptions};
 use crate::plan::{self, Plan, PlanError};
+use crate::target::Target;
 use hrnet_runtime::fsio::{self, FsError, Limit};
 use hrnet_runtime::weights::{self, BindError, BindOptions, WeightError};
 use std::path::{Path, PathBuf};
@@ -64,17 +65,21 @@ pub enum CompileError {
     },
 }
 
-/// Reads `config`, runs every pass and plans it: what every compiled engine starts from.
-pub fn plan_config(config: &Path) -> Result<(hrnet_ir::Network, Plan), CompileError> {
+/// Reads `config`, runs every pass and plans it for `target`: what every compiled engine
+/// starts from.
+pub fn plan_config(
+    config: &Path,
+    target: &Target,
+) -> Result<(hrnet_ir::Network, Plan), CompileError> {
     let (net, g) = driver::load_optimized(config)?;
-    let p = plan::plan(&g)?;
+    let p = plan::plan(&g, target)?;
     Ok((net, p))
 }
 
 /// Compiles `config` to Rust source. With `embed`, the weights file name (relative to the
 /// generated file) that [`write_embedded_weights`] wrote.
 pub fn compile_to_string(config: &Path, embed: Option<&str>) -> Result<String, CompileError> {
-    let (_, p) = plan_config(config)?;
+    let (_, p) = plan_config(config, &Target::runtime())?;
     emit_plan(&p, &source_name(config), embed)
 }
 
@@ -277,7 +282,7 @@ pub fn compile_file(
     out: &Path,
     weights: Option<(&Path, BindOptions)>,
 ) -> Result<(), CompileError> {
-    let (_, p) = plan_config(config)?;
+    let (_, p) = plan_config(config, &Target::runtime())?;
     let embed = match weights {
         Some((w, opts)) => {
             let ckpt = read_checkpoint(w)?;

@@ -6,11 +6,15 @@
 //! each step (see [`crate::profile`]).
 
 use crate::plan::{Addend, Plan, Step};
+use crate::target::Packing;
 use hrnet_runtime::kernels::{self, eltwise, Epilogue};
 use hrnet_runtime::model::{split2, split3, RunError, Scratch};
 
 /// Runs `plan` with `packed` weights on `input` (NCHW) into `outputs` (NCHW, one per plan
 /// output), using `scratch` (made with [`Plan::scratch`]). Allocates nothing.
+///
+/// # Panics
+/// If `plan` was not made for [`crate::target::Target::runtime`] (a caller's bug).
 pub fn execute(
     plan: &Plan,
     packed: &[f32],
@@ -32,6 +36,11 @@ pub fn execute_observed(
     scratch: &mut Scratch,
     mut after_step: impl FnMut(usize),
 ) -> Result<(), RunError> {
+    assert_eq!(
+        plan.packing(),
+        Packing::RuntimeGroups,
+        "exec runs plans made for Target::runtime()"
+    );
     crate::plan::check_buffers(
         plan.input,
         &plan.outputs,
@@ -110,36 +119,4 @@ pub fn execute_observed(
         after_step(i);
     }
     Ok(())
-}
-
-impl Plan {
-    /// Working memory for running this plan with `threads` threads.
-    pub fn scratch(&self, threads: usize) -> Scratch {
-        Scratch::new(self.arena_len, self.scratch_per_thread, threads)
-    }
-
-    /// The parameter list hrnet-runtime's loader binds and packs.
-    pub fn conv_params(&self) -> Vec<hrnet_runtime::model::ConvParams<'_>> {
-        self.convs
-            .iter()
-            .map(|c| hrnet_runtime::model::ConvParams {
-                key: &c.key,
-                bias: c.bias,
-                bn: c.bn.as_deref(),
-                spec: c.spec,
-                packed_offset: c.packed_offset,
-            })
-            .collect()
-    }
-
-    /// Binds, folds and packs `ckpt` for this plan's convolutions (see
-    /// [`hrnet_runtime::model::pack_weights`]): the weight buffer [`execute`] and the generated
-    /// code take.
-    pub fn pack_weights(
-        &self,
-        ckpt: &hrnet_runtime::weights::Checkpoint,
-        opts: hrnet_runtime::weights::BindOptions,
-    ) -> Result<Vec<f32>, hrnet_runtime::weights::BindError> {
-        hrnet_runtime::model::pack_weights(ckpt, &self.conv_params(), self.packed_len, opts)
-    }
 }

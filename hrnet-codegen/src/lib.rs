@@ -11,3 +11,4 @@ pub mod exec;
 pub mod jit;
 pub mod plan;
 pub mod profile;
+pub mod target;

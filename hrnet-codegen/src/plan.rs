@@ -1,20 +1,22 @@
 //! The low-level plan: the optimized IR lowered to a list of kernel calls with shapes,
 //! buffers, epilogues and packed-weight offsets.
 //!
-//! Every decision the compiled engines share is made here, once: the activation layout
-//! (hrnet-runtime's blocked `[C/16][H+2][W+2][16]`), the algorithm of each convolution
-//! (Winograd or direct, from [`ConvSpec::new`]), which adds are fused into which
-//! convolution and whether they update a buffer in place, and the arena offset of every
-//! value. The Rust emitter and the JIT only *render* a [`Plan`]; neither decides anything.
+//! Every decision the compiled engines share is made here, once, for a [`Target`]: the
+//! activation layout (hrnet-runtime's blocked `[C/16][H+2][W+2][16]`), the algorithm of each
+//! convolution (Winograd with its tile size, or direct: [`Target::conv_algo`]), the weight
+//! packing ([`Target::packing`]) and every packed offset, whether a step updates a buffer in
+//! place, and the arena offset of every value. The Rust emitter, `exec` and the JIT only
+//! *render* a [`Plan`]; none of them decides anything.
 //!
 //! In-place rules: a convolution's residual, and the accumulator of an exchange unit's
 //! upsample-add, is updated in place when this step is its last reader and it does not share
-//! storage with the convolution's input; otherwise the step writes a fresh buffer. The
-//! exchange unit's `j > i` path (1×1 conv at low resolution, nearest ×2^k, add) becomes one
-//! convolution whose epilogue adds its upsampled result into the accumulator.
+//! storage with the convolution's input; otherwise the step writes a fresh buffer. Fusions
+//! are the IR passes' (the exchange unit's `j > i` path arrives as one conv with
+//! `upsample > 1`, see `fuse_conv_add_resized`); the plan maps one IR node to its steps.
 
-use hrnet_ir::ir::{Graph, NodeId, Op, Resize, Shape};
-use hrnet_runtime::kernels::{ActShape, ConvSpec};
+use crate::target::{Kernels, Packing, Target};
+use hrnet_ir::ir::{FoldedBn, Graph, NodeId, Op, Resize, Shape};
+use hrnet_runtime::kernels::{ActShape, Algo, ConvSpec};
 use std::collections::HashMap;
 
 /// Index of a [`PlanValue`].
@@ -53,9 +55,9 @@ pub struct ConvLayer {
     pub label: String,
     /// Whether the checkpoint has `<key>.bias`.
     pub bias: bool,
-    /// Key prefix of the folded BatchNorm.
-    pub bn: Option<String>,
-    /// Shapes and algorithm.
+    /// The folded BatchNorm.
+    pub bn: Option<FoldedBn>,
+    /// Shapes and algorithm (the target's choice).
     pub spec: ConvSpec,
     /// Offset of the packed weights in the model's weight buffer, in floats.
     pub packed_offset: usize,
@@ -142,6 +144,8 @@ pub enum Step {
 pub struct Plan {
     /// `MODEL.NAME`.
     pub name: String,
+    /// What the plan was made for.
+    pub target: Target,
     /// Input shape (NCHW, batch 1).
     pub input: Shape,
     /// Output shapes (NCHW, batch 1).
@@ -185,13 +189,14 @@ pub enum PlanError {
 /// Offsets are multiples of this many floats (64 bytes).
 const ALIGN_FLOATS: usize = 16;
 
-/// Builds the plan of an optimized graph (after `--passes all`).
-pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
+/// Builds the plan of an optimized graph (after `--passes all`) for `target`.
+pub fn plan(g: &Graph, target: &Target) -> Result<Plan, PlanError> {
     let order = g
         .schedule()
         .ok_or_else(|| PlanError::Internal("the graph has a cycle".into()))?;
     let mut b = Builder {
         g,
+        target: *target,
         values: Vec::new(),
         steps: Vec::new(),
         notes: Vec::new(),
@@ -202,36 +207,12 @@ pub fn plan(g: &Graph) -> Result<Plan, PlanError> {
     let input = g.node(g.inputs()[0]).shape;
     let mut outputs = Vec::new();
 
-    // A conv whose only reader is an add_resized (as the low-resolution operand) is emitted
-    // at the add, fused with it.
-    let deferred = |n: NodeId| -> bool {
-        let users = g.users(n);
-        matches!(g.node(n).op, Op::Conv(ref c) if !c.residual && !c.relu)
-            && users.len() == 1
-            && users[0].1 .0 == 1
-            && matches!(
-                g.node(users[0].0).op,
-                Op::AddResized {
-                    resize: Resize::Nearest { .. },
-                    ..
-                }
-            )
-    };
-
-    // Where each node really executes: a deferred conv runs at its add.
     for (i, &n) in order.iter().enumerate() {
         b.at.insert(n, i);
     }
-    for &n in &order {
-        if deferred(n) {
-            let add = g.users(n)[0].0;
-            let at = b.at[&add];
-            b.at.insert(n, at);
-        }
-    }
 
     for (step, &n) in order.iter().enumerate() {
-        b.visit(n, step, &deferred, &mut outputs)?;
+        b.visit(n, step, &mut outputs)?;
         let node = g.node(n);
         let text = format!(
             "{}: {} : {}",
@@ -270,7 +251,6 @@ impl Builder<'_> {
         &mut self,
         n: NodeId,
         step: usize,
-        deferred: &dyn Fn(NodeId) -> bool,
         outputs: &mut Vec<(usize, Shape)>,
     ) -> Result<(), PlanError> {
         let b = self;
@@ -283,48 +263,34 @@ impl Builder<'_> {
                 b.steps.push(Step::Input { dst });
             }
             Op::Conv(c) => {
-                if deferred(n) {
-                    return Ok(());
-                }
                 let src = b.value(ops[0])?;
                 let layer = b.layer(n, c)?;
-                if c.residual {
+                if !c.upsample.is_power_of_two() {
+                    return Err(PlanError::Internal(format!(
+                        "conv `{}` upsamples by {}, not a power of two",
+                        node.name, c.upsample
+                    )));
+                }
+                let upsample_log2 = c.upsample.trailing_zeros();
+                let (dst, add, acc) = if !c.residual {
+                    (b.fresh(n, node.shape), Addend::None, None)
+                } else {
                     let r = b.value(ops[1])?;
                     if b.last_read(ops[1], step) && b.values[r].storage != b.values[src].storage {
-                        let dst = b.alias(n, r);
-                        b.steps.push(Step::Conv {
-                            layer,
-                            src,
-                            dst,
-                            add: Addend::InPlace,
-                            acc: Some(r),
-                            upsample_log2: 0,
-                            relu: c.relu,
-                        });
+                        (b.alias(n, r), Addend::InPlace, Some(r))
                     } else {
-                        let dst = b.fresh(n, node.shape);
-                        b.steps.push(Step::Conv {
-                            layer,
-                            src,
-                            dst,
-                            add: Addend::Value(r),
-                            acc: None,
-                            upsample_log2: 0,
-                            relu: c.relu,
-                        });
+                        (b.fresh(n, node.shape), Addend::Value(r), None)
                     }
-                } else {
-                    let dst = b.fresh(n, node.shape);
-                    b.steps.push(Step::Conv {
-                        layer,
-                        src,
-                        dst,
-                        add: Addend::None,
-                        acc: None,
-                        upsample_log2: 0,
-                        relu: c.relu,
-                    });
-                }
+                };
+                b.steps.push(Step::Conv {
+                    layer,
+                    src,
+                    dst,
+                    add,
+                    acc,
+                    upsample_log2,
+                    relu: c.relu,
+                });
             }
             Op::AddResized { resize, relu } => {
                 let Resize::Nearest { factor } = *resize else {
@@ -340,57 +306,25 @@ impl Builder<'_> {
                 let log2 = factor.trailing_zeros();
                 let acc = b.value(ops[0])?;
                 let acc_dies = b.last_read(ops[0], step);
-                if deferred(ops[1]) {
-                    let conv = ops[1];
-                    let Op::Conv(c) = &g.node(conv).op else {
-                        unreachable!("deferred() checked it")
-                    };
-                    let src = b.value(g.operands(conv)[0])?;
-                    let layer = b.layer(conv, c)?;
-                    if acc_dies && b.values[acc].storage != b.values[src].storage {
-                        let dst = b.alias(n, acc);
-                        b.steps.push(Step::Conv {
-                            layer,
-                            src,
-                            dst,
-                            add: Addend::InPlace,
-                            acc: Some(acc),
-                            upsample_log2: log2,
-                            relu: *relu,
-                        });
-                    } else {
-                        let dst = b.fresh(n, node.shape);
-                        b.steps.push(Step::Conv {
-                            layer,
-                            src,
-                            dst,
-                            add: Addend::Value(acc),
-                            acc: None,
-                            upsample_log2: log2,
-                            relu: *relu,
-                        });
-                    }
+                let low = b.value(ops[1])?;
+                let acc = if acc_dies {
+                    acc
                 } else {
-                    let low = b.value(ops[1])?;
-                    let acc = if acc_dies {
-                        acc
-                    } else {
-                        let copy = b.fresh_anon(node.shape);
-                        b.steps.push(Step::Copy {
-                            src: acc,
-                            dst: copy,
-                        });
-                        copy
-                    };
-                    let dst = b.alias(n, acc);
-                    b.steps.push(Step::AddUpsampled {
-                        acc,
-                        low,
-                        dst,
-                        log2,
-                        relu: *relu,
+                    let copy = b.fresh_anon(node.shape);
+                    b.steps.push(Step::Copy {
+                        src: acc,
+                        dst: copy,
                     });
-                }
+                    copy
+                };
+                let dst = b.alias(n, acc);
+                b.steps.push(Step::AddUpsampled {
+                    acc,
+                    low,
+                    dst,
+                    log2,
+                    relu: *relu,
+                });
             }
             Op::Add { relu } => {
                 let (a, bb) = (b.value(ops[0])?, b.value(ops[1])?);
@@ -449,6 +383,7 @@ fn finish(b: Builder<'_>, input: Shape, outputs: Vec<(usize, Shape)>) -> Result<
         .map_or(0, |c| c.packed_offset + c.spec.packed_len());
     Ok(Plan {
         name: b.g.name.clone(),
+        target: b.target,
         input,
         outputs: outputs.into_iter().map(|o| o.1).collect(),
         values,
@@ -463,6 +398,7 @@ fn finish(b: Builder<'_>, input: Shape, outputs: Vec<(usize, Shape)>) -> Result<
 
 struct Builder<'g> {
     g: &'g Graph,
+    target: Target,
     values: Vec<PlanValue>,
     steps: Vec<Step>,
     notes: Vec<StepNote>,
@@ -528,7 +464,7 @@ impl Builder<'_> {
                 node.name, c.padding
             )));
         }
-        let spec = ConvSpec::new(
+        let spec = ConvSpec::try_new(
             c.in_channels,
             c.out_channels,
             x.h,
@@ -536,7 +472,9 @@ impl Builder<'_> {
             c.kernel,
             c.stride,
             c.padding,
-        );
+        )
+        .map_err(|e| PlanError::Unsupported(format!("conv `{}`: {e}", node.name)))?;
+        let spec = spec.with_algo(self.target.conv_algo(&spec));
         let packed_offset = self
             .convs
             .last()
@@ -564,7 +502,8 @@ impl Builder<'_> {
     }
 }
 
-/// First-fit placement of storages over their live ranges in step order.
+/// Places every storage over its live range in step order with the one memory planner,
+/// [`hrnet_ir::memory::first_fit`]: returns the arena length and each storage's offset.
 fn allocate(values: &[PlanValue], steps: &[Step]) -> (usize, Vec<usize>) {
     let storages = values.iter().map(|v| v.storage).max().map_or(0, |m| m + 1);
     let mut first = vec![usize::MAX; storages];
@@ -580,24 +519,12 @@ fn allocate(values: &[PlanValue], steps: &[Step]) -> (usize, Vec<usize>) {
             last[st] = last[st].max(i);
         }
     }
-    let mut order: Vec<usize> = (0..storages).filter(|&s| first[s] != usize::MAX).collect();
-    order.sort_by_key(|&s| (first[s], s));
+    let used: Vec<usize> = (0..storages).filter(|&s| first[s] != usize::MAX).collect();
+    let blocks: Vec<_> = used.iter().map(|&s| (first[s], last[s], len[s])).collect();
+    let (placed, arena) = hrnet_ir::memory::first_fit(&blocks);
     let mut offsets = vec![0usize; storages];
-    let mut live: Vec<(usize, usize, usize)> = Vec::new(); // (offset, len, last step)
-    let mut arena = 0;
-    for s in order {
-        live.retain(|&(_, _, l)| l >= first[s]);
-        live.sort_unstable();
-        let mut offset = 0;
-        for &(o, n, _) in &live {
-            if o >= offset + len[s] {
-                break;
-            }
-            offset = offset.max(o + n);
-        }
-        live.push((offset, len[s], last[s]));
-        offsets[s] = offset;
-        arena = arena.max(offset + len[s]);
+    for (&s, o) in used.iter().zip(placed) {
+        offsets[s] = o;
     }
     (arena, offsets)
 }
@@ -624,9 +551,34 @@ pub fn step_values(s: &Step) -> Vec<ValueId> {
 }
 
 impl Plan {
-    /// Checks the plan's own invariants: every step's buffers have the shapes its kernel
-    /// needs, and no step writes a buffer it also reads out of place. Used by tests.
+    /// The weight layout of the plan's target.
+    pub fn packing(&self) -> Packing {
+        self.target.packing()
+    }
+
+    /// Checks the plan's own invariants: every conv's algorithm is one its target's kernels
+    /// have, its packed weights lie inside [`Plan::packed_len`] at an aligned offset after
+    /// the previous conv's, every step's buffers have the shapes its kernel needs, and no
+    /// step writes a buffer it also reads out of place. Used by tests and the JIT.
     pub fn check(&self) -> Result<(), String> {
+        let mut end = 0;
+        for (i, c) in self.convs.iter().enumerate() {
+            let otf = matches!(c.spec.algo(), Algo::Winograd2Otf | Algo::Winograd4Otf);
+            if otf && self.target.kernels != Kernels::Runtime {
+                return Err(format!("conv {i}: {:?} is a runtime kernel", c.spec.algo()));
+            }
+            if c.packed_offset % ALIGN_FLOATS != 0 || c.packed_offset < end {
+                return Err(format!("conv {i}: packed offset {}", c.packed_offset));
+            }
+            end = c.packed_offset + c.spec.packed_len();
+            if end > self.packed_len {
+                return Err(format!("conv {i}: packed weights end past packed_len"));
+            }
+            let runtime = self.target.kernels == Kernels::Runtime;
+            if runtime && c.spec.scratch_len(1) > self.scratch_per_thread {
+                return Err(format!("conv {i}: scratch_per_thread too small"));
+            }
+        }
         let range =
             |v: ValueId| self.values[v].offset..self.values[v].offset + self.values[v].len();
         let disjoint = |a: ValueId, b: ValueId| {
@@ -651,8 +603,14 @@ impl Plan {
                 } => {
                     let spec = &self.convs[layer].spec;
                     let o = spec.out_shape();
-                    let want = ActShape::new(o.c, o.h << upsample_log2, o.w << upsample_log2);
-                    if self.values[src].shape != spec.in_shape() || self.values[dst].shape != want {
+                    let up = |n: usize| n.checked_mul(1usize.checked_shl(upsample_log2)?);
+                    let want = match (up(o.h()), up(o.w())) {
+                        (Some(h), Some(w)) => ActShape::try_new(o.c(), h, w).ok(),
+                        _ => None,
+                    };
+                    if self.values[src].shape != spec.in_shape()
+                        || Some(self.values[dst].shape) != want
+                    {
                         return Err(format!("step {i}: conv shapes do not match its spec"));
                     }
                     if !disjoint(src, dst) {
@@ -686,9 +644,9 @@ impl Plan {
     }
 }
 
-/// Checks a run's buffers against what a plan was made for: the input and every output have
-/// the plan's lengths, and the scratch has the plan's arena and enough Winograd tiles for its
-/// thread count. Every engine that renders a plan calls this before running it.
+/// Checks a run's buffers against what a plan was made for (see
+/// [`hrnet_runtime::model::check_buffers`], which the generated code calls too). Every
+/// engine that renders a plan calls this before running it.
 pub fn check_buffers(
     input: Shape,
     outputs: &[Shape],
@@ -698,33 +656,166 @@ pub fn check_buffers(
     ys: &[&mut [f32]],
     scratch: &hrnet_runtime::model::Scratch,
 ) -> Result<(), hrnet_runtime::model::RunError> {
-    use hrnet_runtime::model::RunError;
-    if x.len() != input.len() {
-        return Err(RunError::Input {
-            expected: [1, input.c, input.h, input.w],
-            actual: x.len(),
-        });
-    }
-    for (y, s) in ys.iter().zip(outputs) {
-        if y.len() != s.len() {
-            return Err(RunError::Output {
-                expected: [1, s.c, s.h, s.w],
-                actual: y.len(),
-            });
+    let nchw = |s: &Shape| [1, s.c, s.h, s.w];
+    hrnet_runtime::model::check_buffers(
+        nchw(&input),
+        outputs.iter().map(nchw),
+        arena_len,
+        tiles_per_thread,
+        x,
+        ys.iter().map(|y| y.len()),
+        scratch,
+    )
+}
+
+impl ConvLayer {
+    /// The parameters hrnet-runtime's loader binds, folds and packs for this conv.
+    pub fn params(&self) -> hrnet_runtime::model::ConvParams<'_> {
+        hrnet_runtime::model::ConvParams {
+            key: &self.key,
+            bias: self.bias,
+            bn: self
+                .bn
+                .as_ref()
+                .map(|b| hrnet_runtime::model::FoldedBn::new(&b.prefix, b.eps)),
+            spec: self.spec,
+            packed_offset: self.packed_offset,
         }
     }
-    if scratch.arena.len() != arena_len {
-        return Err(RunError::Scratch {
-            expected: arena_len,
-            actual: scratch.arena.len(),
-        });
+}
+
+impl Plan {
+    /// Working memory for running this plan with `threads` threads.
+    pub fn scratch(&self, threads: usize) -> hrnet_runtime::model::Scratch {
+        hrnet_runtime::model::Scratch::new(self.arena_len, self.scratch_per_thread, threads)
     }
-    let tiles = tiles_per_thread * scratch.ctx.threads();
-    if scratch.tiles.len() < tiles {
-        return Err(RunError::Scratch {
-            expected: tiles,
-            actual: scratch.tiles.len(),
-        });
+
+    /// The parameter list hrnet-runtime's loader binds and packs.
+    pub fn conv_params(&self) -> Vec<hrnet_runtime::model::ConvParams<'_>> {
+        self.convs.iter().map(ConvLayer::params).collect()
     }
-    Ok(())
+
+    /// Binds, folds and packs `ckpt` for this plan's convolutions (see
+    /// [`hrnet_runtime::model::pack_weights`]): the weight buffer `exec::execute` and the
+    /// generated code take.
+    pub fn pack_weights(
+        &self,
+        ckpt: &hrnet_runtime::weights::Checkpoint,
+        opts: hrnet_runtime::weights::BindOptions,
+    ) -> Result<Vec<f32>, hrnet_runtime::weights::BindError> {
+        hrnet_runtime::model::pack_weights(ckpt, &self.conv_params(), self.packed_len, opts)
+    }
+}
+
+/// The plan as text, for people and snapshots (`hrnetc graph --plan`): the target, the sizes,
+/// every convolution with its algorithm, folded BatchNorm and packed range, every value with
+/// its arena range, and every step with its section, kernel, operands and epilogue.
+///
+/// ```text
+/// c3    layer1.0.conv2: 3x3 s1 p1 16->16 on 24x16, Winograd4Otf, bn(layer1.0.bn2 eps=1e-5), packed 47248+2320
+/// v5    64x24x16 at 0+29952 (storage 2)
+/// 5     layer1       conv c4 v4 + v2 in place -> v5 relu
+/// 12    stage2_m0    conv c11 v11 up x2 + v9 -> v12 relu
+/// ```
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shape = |s: ActShape| format!("{}x{}x{}", s.c(), s.h(), s.w());
+        writeln!(
+            f,
+            "plan {} for {:?} kernels, {:?} packing",
+            self.name,
+            self.target.kernels,
+            self.packing()
+        )?;
+        let outs: Vec<String> = self.outputs.iter().map(|o| o.to_string()).collect();
+        writeln!(f, "input {} -> outputs {}", self.input, outs.join(", "))?;
+        writeln!(
+            f,
+            "arena {} floats, scratch {} floats per thread, packed weights {} floats",
+            self.arena_len, self.scratch_per_thread, self.packed_len
+        )?;
+        writeln!(f, "\nconvs:")?;
+        for (i, c) in self.convs.iter().enumerate() {
+            let s = &c.spec;
+            write!(
+                f,
+                "c{i:<4} {}: {k}x{k} s{} p{} {}->{} on {}x{}, {:?}",
+                c.key,
+                s.stride(),
+                s.pad(),
+                s.cin(),
+                s.cout(),
+                s.h_in(),
+                s.w_in(),
+                s.algo(),
+                k = s.k()
+            )?;
+            if c.bias {
+                write!(f, ", bias")?;
+            }
+            if let Some(bn) = &c.bn {
+                write!(f, ", bn({} eps={:e})", bn.prefix, bn.eps)?;
+            }
+            writeln!(f, ", packed {}+{}", c.packed_offset, s.packed_len())?;
+        }
+        writeln!(f, "\nvalues:")?;
+        for (i, v) in self.values.iter().enumerate() {
+            writeln!(
+                f,
+                "v{i:<4} {} at {}+{} (storage {})",
+                shape(v.shape),
+                v.offset,
+                v.len(),
+                v.storage
+            )?;
+        }
+        writeln!(f, "\nsteps:")?;
+        let relu = |r: bool| if r { " relu" } else { "" };
+        for (i, s) in self.steps.iter().enumerate() {
+            let group = self.notes.get(i).map_or("", |n| n.group.as_str());
+            write!(f, "{i:<5} {group:<12} ")?;
+            match *s {
+                Step::Input { dst } => writeln!(f, "input -> v{dst}")?,
+                Step::Conv {
+                    layer,
+                    src,
+                    dst,
+                    add,
+                    acc,
+                    upsample_log2,
+                    relu: r,
+                } => {
+                    write!(f, "conv c{layer} v{src}")?;
+                    if upsample_log2 > 0 {
+                        write!(f, " up x{}", 1u64 << upsample_log2)?;
+                    }
+                    match (add, acc) {
+                        (Addend::None, _) => {}
+                        (Addend::Value(v), _) => write!(f, " + v{v}")?,
+                        (Addend::InPlace, Some(a)) => write!(f, " + v{a} in place")?,
+                        (Addend::InPlace, None) => write!(f, " + (in place)")?,
+                    }
+                    writeln!(f, " -> v{dst}{}", relu(r))?
+                }
+                Step::Add { a, b, dst, relu: r } => {
+                    writeln!(f, "add v{a} + v{b} -> v{dst}{}", relu(r))?
+                }
+                Step::AddUpsampled {
+                    acc,
+                    low,
+                    dst,
+                    log2,
+                    relu: r,
+                } => writeln!(
+                    f,
+                    "add_upsampled v{acc} + up x{}(v{low}) in place -> v{dst}{}",
+                    1u64 << log2,
+                    relu(r)
+                )?,
+                Step::Copy { src, dst } => writeln!(f, "copy v{src} -> v{dst}")?,
+                Step::Output { src, index } => writeln!(f, "output {index} <- v{src}")?,
+            }
+        }
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@
 
 use crate::exec;
 use crate::plan::{Addend, Plan, Step};
-use hrnet_runtime::kernels::{fma_peak_gflops, Algo, ConvSpec, Ctx, Isa};
+use hrnet_runtime::kernels::{fma_peak_gflops, Algo, Ctx, Isa};
 use hrnet_runtime::model::RunError;
 use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
@@ -47,9 +47,9 @@ impl StepKind {
             Step::Conv { layer, .. } => {
                 let s = &plan.convs[layer].spec;
                 StepKind::Conv {
-                    k: s.k,
-                    stride: s.stride,
-                    algo: s.algo,
+                    k: s.k(),
+                    stride: s.stride(),
+                    algo: s.algo(),
                 }
             }
             Step::Add { .. } => StepKind::Add,
@@ -315,7 +315,7 @@ fn gflops_cell(macs: u64, t: Duration) -> String {
 fn describe(plan: &Plan, step: &Step) -> (String, String) {
     let shape = |v: usize| {
         let s = plan.values[v].shape;
-        format!("{}x{}x{}", s.c, s.h, s.w)
+        format!("{}x{}x{}", s.c(), s.h(), s.w())
     };
     match *step {
         Step::Conv {
@@ -325,14 +325,8 @@ fn describe(plan: &Plan, step: &Step) -> (String, String) {
             ..
         } => {
             let l = &plan.convs[layer];
-            let ConvSpec {
-                cin,
-                cout,
-                h_in,
-                w_in,
-                ..
-            } = l.spec;
-            let mut shape = format!("{cin}->{cout} @ {h_in}x{w_in}");
+            let s = &l.spec;
+            let mut shape = format!("{}->{} @ {}x{}", s.cin(), s.cout(), s.h_in(), s.w_in());
             if add != Addend::None {
                 shape.push_str(if upsample_log2 > 0 { " +up" } else { " +res" });
             }
@@ -358,7 +352,11 @@ mod tests {
 
     #[test]
     fn every_step_is_timed_and_kinds_add_up() {
-        let (_, p) = crate::build_api::plan_config(std::path::Path::new(TINY)).unwrap();
+        let (_, p) = crate::build_api::plan_config(
+            std::path::Path::new(TINY),
+            &crate::target::Target::runtime(),
+        )
+        .unwrap();
         let (_, g) = driver::load_config(std::path::Path::new(TINY)).unwrap();
         let bytes = driver::random_checkpoint(&driver::runtime_specs(&g), 3);
         let ckpt = hrnet_runtime::weights::load_bytes(&bytes).unwrap();

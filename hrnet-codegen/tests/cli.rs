@@ -155,7 +155,7 @@ fn graph_formats_and_pass_selection() {
     ]);
     assert!(after.status.success());
     assert!(String::from_utf8_lossy(&after.stdout).contains("; after fold_conv_bn"));
-    assert!(String::from_utf8_lossy(&after.stderr).contains("plan_memory"));
+    assert!(String::from_utf8_lossy(&after.stderr).contains("fuse_conv_add_resized"));
     fails(
         &hrnetc(&["graph", s(&cfg), "--passes", "fold,dce"]),
         "unknown pass `fold`",

@@ -6,6 +6,7 @@
 #![cfg(feature = "jit")]
 
 use hrnet_codegen::jit::{JitModel, JitOptions, JitRunError};
+use hrnet_codegen::target::Target;
 use hrnet_codegen::{driver, exec, plan};
 use hrnet_ir::interp;
 use hrnet_runtime::model::{self, RunError};
@@ -14,16 +15,10 @@ use hrnet_runtime::weights::{self, BindOptions, Checkpoint, DType, Format, Tenso
 use std::path::{Path, PathBuf};
 
 const TOLERANCE: f32 = 1e-4;
-/// The verifier on, Winograd where it applies (the default algorithms).
-const VERIFY: JitOptions = JitOptions {
-    verify: true,
-    winograd: true,
-};
-/// The verifier on, every conv direct (covers the direct kernel on 3×3 stride-1 shapes).
-const DIRECT: JitOptions = JitOptions {
-    verify: true,
-    winograd: false,
-};
+/// The verifier on.
+const VERIFY: JitOptions = JitOptions { verify: true };
+/// The JIT's target with every conv direct (covers the direct kernel on 3×3 stride-1 shapes).
+const DIRECT: Target = Target::jit().with_winograd(false);
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
@@ -58,13 +53,13 @@ fn close(what: &str, got: &[f32], expected: &[f32]) -> f32 {
 
 #[test]
 fn every_fixture_matches_pytorch_at_1_and_2_threads() {
-    for (dir, opts) in fixtures()
+    for (dir, target) in fixtures()
         .into_iter()
-        .flat_map(|d| [(d.clone(), VERIFY), (d, DIRECT)])
+        .flat_map(|d| [(d.clone(), Target::jit()), (d, DIRECT)])
     {
         let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
-        let p = plan::plan(&opt).unwrap();
-        let jit = JitModel::compile_with(&p, opts).unwrap();
+        let p = plan::plan(&opt, &target).unwrap();
+        let jit = JitModel::compile_with(&p, VERIFY).unwrap();
         let stats = jit.compile_stats();
         assert!(stats.functions > 0 && stats.functions < stats.calls);
         #[cfg(target_arch = "x86_64")]
@@ -80,7 +75,7 @@ fn every_fixture_matches_pytorch_at_1_and_2_threads() {
             for run in 0..2 {
                 jit.run(&packed, &input, &mut [&mut out], &mut scratch)
                     .unwrap();
-                let what = format!("{} {opts:?} {threads}t run {run}", dir.display());
+                let what = format!("{} {target:?} {threads}t run {run}", dir.display());
                 let rel = close(&what, &out, &expected);
                 eprintln!("{what}: {rel:.2e}");
             }
@@ -160,8 +155,9 @@ fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
     assert!(configs.len() >= 7, "pose configs missing");
     for (n, path) in configs.iter().enumerate() {
         let g = optimized_at(path, (64, 64));
-        let p = plan::plan(&g).unwrap();
-        let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+        let p = plan::plan(&g, &Target::runtime()).unwrap();
+        let pj = plan::plan(&g, &Target::jit()).unwrap();
+        let jit = JitModel::compile_with(&pj, VERIFY).unwrap();
         let ckpt = random_checkpoint(&p, 0x9e37_79b9 + n as u64);
         let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
         let rt_packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
@@ -211,7 +207,8 @@ fn every_pose_config_matches_the_runtime_kernels_with_random_weights() {
 fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
     let path = data_dir().join("configs/pose/w32_256x192_adam_lr1e-3.yaml");
     let g = optimized_at(&path, (128, 96));
-    let p = plan::plan(&g).unwrap();
+    let p = plan::plan(&g, &Target::runtime()).unwrap();
+    let pj = plan::plan(&g, &Target::jit()).unwrap();
     let ckpt = random_checkpoint(&p, 42);
     let rt_packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
     let mut rng = Rng(3);
@@ -225,7 +222,7 @@ fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
         &mut p.scratch(1),
     )
     .unwrap();
-    let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+    let jit = JitModel::compile_with(&pj, VERIFY).unwrap();
     let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
     for threads in [1, 2] {
         let mut out = vec![f32::NAN; p.outputs[0].len()];
@@ -240,7 +237,7 @@ fn winograd_4x4_matches_the_runtime_kernels_with_random_weights() {
 fn bad_buffers_are_errors() {
     let dir = data_dir().join("tiny_pose");
     let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
-    let p = plan::plan(&opt).unwrap();
+    let p = plan::plan(&opt, &Target::jit()).unwrap();
     let jit = JitModel::compile_with(&p, VERIFY).unwrap();
     let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
     let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
@@ -300,7 +297,8 @@ fn family_widths_agree_on_every_engine() {
             "width {c} applied"
         );
         let g = optimized(net, (96, 64));
-        let p = plan::plan(&g).unwrap();
+        let p = plan::plan(&g, &Target::runtime()).unwrap();
+        let pj = plan::plan(&g, &Target::jit()).unwrap();
         let ckpt = random_checkpoint(&p, 0x51ed + n as u64);
         let mut rng = Rng(n as u64 + 11);
         let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
@@ -308,7 +306,7 @@ fn family_widths_agree_on_every_engine() {
         let reference = interp::run(&g, &w, &input).unwrap();
 
         let packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
-        let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+        let jit = JitModel::compile_with(&pj, VERIFY).unwrap();
         let jit_packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
         for threads in [1, 2] {
             let mut out = vec![f32::NAN; p.outputs[0].len()];
@@ -334,4 +332,80 @@ fn family_widths_agree_on_every_engine() {
             eprintln!("W{c}: jit vs reference {threads} threads: {rel:.2e}");
         }
     }
+}
+
+/// The compiled engines render the plan's decisions instead of making their own: with every
+/// conv of a plan switched to direct and a 16-float gap put before each conv's packed
+/// weights, the generated Rust, the plan executor (the AOT engine's exact calls) and the JIT
+/// all use the new algorithm and offsets, and still agree with the reference interpreter.
+#[test]
+fn a_changed_plan_decision_is_followed_by_every_engine() {
+    use hrnet_runtime::kernels::Algo;
+    let (_, g) = driver::load_optimized(&data_dir().join("tiny_pose/config.yaml")).unwrap();
+    for target in [Target::runtime(), Target::jit()] {
+        let mut p = plan::plan(&g, &target).unwrap();
+        assert!(
+            p.convs.iter().any(|c| c.spec.algo() != Algo::Direct),
+            "{target:?}: the planner chose Winograd somewhere"
+        );
+        let mut at = 0;
+        for c in &mut p.convs {
+            c.spec = c.spec.with_algo(Algo::Direct);
+            c.packed_offset = at + 16;
+            at = (c.packed_offset + c.spec.packed_len()).div_ceil(16) * 16;
+        }
+        p.packed_len = at;
+        p.scratch_per_thread = 0;
+        p.check().unwrap();
+
+        let ckpt = random_checkpoint(&p, 5);
+        let mut rng = Rng(9);
+        let input: Vec<f32> = (0..p.input.len()).map(|_| rng.next(-2.0, 2.0)).collect();
+        let w = driver::reference_weights(&ckpt, &g, BindOptions::default()).unwrap();
+        let reference = interp::run(&g, &w, &input).unwrap();
+        let mut out = vec![f32::NAN; p.outputs[0].len()];
+        let packed = match target.kernels {
+            hrnet_codegen::target::Kernels::Runtime => {
+                let src = hrnet_codegen::emit::emit(&p, &Default::default()).unwrap();
+                assert!(src.contains(".with_algo(Algo::Direct)"));
+                assert!(
+                    !src.contains("Algo::Winograd"),
+                    "generated code kept Winograd"
+                );
+                assert!(src.contains(&format!("const PACKED_LEN: usize = {at};")));
+                let first = &p.convs[0];
+                assert!(src.contains(&format!("\"{}\", ", first.key)));
+                let packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
+                exec::execute(&p, &packed, &input, &mut [&mut out], &mut p.scratch(2)).unwrap();
+                packed
+            }
+            hrnet_codegen::target::Kernels::Jit => {
+                let jit = JitModel::compile_with(&p, VERIFY).unwrap();
+                let packed = jit.pack(&ckpt, BindOptions::default()).unwrap();
+                jit.run(&packed, &input, &mut [&mut out], &mut jit.scratch(2))
+                    .unwrap();
+                packed
+            }
+        };
+        assert_eq!(packed.len(), at, "{target:?}: packed length");
+        for c in &p.convs {
+            let gap = &packed[c.packed_offset - 16..c.packed_offset];
+            assert!(
+                gap.iter().all(|&v| v == 0.0),
+                "{target:?}: weights in a gap"
+            );
+        }
+        close(&format!("{target:?} all direct"), &out, &reference[0]);
+    }
+}
+
+#[test]
+fn the_jit_refuses_a_plan_for_other_kernels() {
+    let (_, g) = driver::load_optimized(&data_dir().join("tiny_pose/config.yaml")).unwrap();
+    let p = plan::plan(&g, &Target::runtime()).unwrap();
+    let e = JitModel::compile_with(&p, VERIFY).unwrap_err();
+    assert!(e.to_string().contains("Target::jit()"), "{e}");
+    let p = plan::plan(&g, &Target::jit()).unwrap();
+    let e = hrnet_codegen::emit::emit(&p, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("Target::runtime()"), "{e}");
 }

@@ -106,19 +106,28 @@ pub fn run(g: &Graph, weights: &dyn Weights, input: &[f32]) -> Result<Vec<Vec<f3
                 input.to_vec()
             }
             Op::Conv(c) => {
+                let cs = Shape {
+                    h: node.shape.h / c.upsample,
+                    w: node.shape.w / c.upsample,
+                    ..node.shape
+                };
                 let mut y = conv(
                     arg(0)?,
                     shape_of(0),
-                    node.shape,
+                    cs,
                     c,
                     w(format!("{}.weight", node.name))?,
                 );
                 if c.bias {
                     let b = w(format!("{}.bias", node.name))?;
-                    per_channel(&mut y, node.shape, |ch, v| v + b[ch]);
+                    per_channel(&mut y, cs, |ch, v| v + b[ch]);
                 }
                 if let Some(bn) = &c.bn {
-                    batch_norm(&mut y, node.shape, bn, crate::lower::BN_EPS, &w)?;
+                    batch_norm(&mut y, cs, &bn.prefix, bn.eps, &w)?;
+                }
+                if c.upsample > 1 {
+                    let nearest = Resize::Nearest { factor: c.upsample };
+                    y = resize(&y, cs, node.shape, nearest);
                 }
                 if c.residual {
                     add_into(&mut y, arg(1)?);

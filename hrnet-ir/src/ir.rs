@@ -66,8 +66,9 @@ pub enum Resize {
 
 /// A convolution, with whatever passes have fused into it.
 ///
-/// Computes `out = relu?(conv(x; W) [+ b] [folded BN] [+ residual])`. The optional pieces are
-/// applied in that order; a folded BatchNorm scales the convolution *and* its bias.
+/// Computes `out = relu?(up(conv(x; W) [+ b] [folded BN]) [+ residual])`, `up` nearest
+/// upsampling by [`Conv::upsample`]. The optional pieces are applied in that order; a folded
+/// BatchNorm scales the convolution *and* its bias.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conv {
     /// Input channels.
@@ -82,13 +83,27 @@ pub struct Conv {
     pub padding: usize,
     /// Whether the checkpoint has `<name>.bias` (only head convs do).
     pub bias: bool,
-    /// Weight-key prefix of a BatchNorm folded in by `fold_conv_bn` (e.g. `layer1.0.bn1`).
-    pub bn: Option<String>,
+    /// The BatchNorm folded in by `fold_conv_bn`.
+    pub bn: Option<FoldedBn>,
     /// Operand 1 is added after the (folded) convolution (`fuse_epilogue`).
     pub residual: bool,
+    /// Nearest upsampling factor of the (folded) convolution's result before the residual
+    /// is added (`fuse_conv_add_resized`); 1 for none.
+    pub upsample: usize,
     /// ReLU at the end (`fuse_epilogue`).
     pub relu: bool,
 }
+
+/// A BatchNorm folded into a convolution: what the weight loader needs to do the arithmetic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldedBn {
+    /// Weight-key prefix of its parameters (e.g. `layer1.0.bn1`).
+    pub prefix: String,
+    /// The BatchNorm's ε.
+    pub eps: f32,
+}
+
+impl Eq for FoldedBn {}
 
 /// BatchNorm in inference mode: `(x − μ) / √(σ² + ε) · γ + β`, per channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +120,8 @@ pub enum Op {
     /// The network input. No operands; shape `3×H×W`.
     Input,
     /// Convolution. Operands: `[x]`, or `[x, residual]` when [`Conv::residual`]. Shape:
-    /// `out_channels × ⌊(h + 2p − k)/s⌋+1 × ⌊(w + 2p − k)/s⌋+1`; a residual has that shape too.
+    /// `out_channels × u·(⌊(h + 2p − k)/s⌋+1) × u·(⌊(w + 2p − k)/s⌋+1)` with `u` =
+    /// [`Conv::upsample`]; a residual has that shape too.
     Conv(Conv),
     /// BatchNorm. Operands `[x]`; shape of `x`.
     BatchNorm(BatchNorm),
@@ -308,7 +324,7 @@ impl Node {
                     v.push(spec("bias", vec![c.out_channels]));
                 }
                 if let Some(bn) = &c.bn {
-                    v.extend(bn_params(bn, c.out_channels));
+                    v.extend(bn_params(&bn.prefix, c.out_channels));
                 }
                 v
             }
@@ -342,8 +358,6 @@ pub struct Graph {
     pub g: StableGraph<Node, Operand, petgraph::Directed, u32>,
     /// `MODEL.NAME` of the config it came from.
     pub name: String,
-    /// Result of the memory planner, once it ran.
-    pub memory: Option<crate::passes::plan_memory::MemoryPlan>,
 }
 
 impl Graph {
@@ -352,7 +366,6 @@ impl Graph {
         Graph {
             g: StableGraph::default(),
             name: name.into(),
-            memory: None,
         }
     }
 

@@ -1,14 +1,15 @@
 //! hrnet-ir: the HRNet front end, IR, passes, printers and reference interpreter.
 //!
 //! Pipeline: [`front::parse`] (YAML → [`front::Network`]) → [`lower::lower`] (→ raw
-//! [`ir::Graph`]) → [`passes`] (fold, fuse, plan memory) → printers ([`print`]) and the
-//! reference interpreter ([`interp`]). **hrnet-ir knows nothing about code generation.**
+//! [`ir::Graph`]) → [`passes`] (fold, fuse) → printers ([`print`]) and the reference
+//! interpreter ([`interp`]); [`memory`] plans arenas (an analysis: its result is returned). **hrnet-ir knows nothing about code generation.**
 #![deny(missing_docs)]
 
 pub mod front;
 pub mod interp;
 pub mod ir;
 pub mod lower;
+pub mod memory;
 pub mod passes;
 pub mod print;
 pub mod stats;

@@ -3,7 +3,7 @@
 //! The graph mirrors the official PyTorch forward pass exactly — conv, BatchNorm and ReLU are
 //! separate nodes, every exchange-unit path is spelled out, nodes are created in execution
 //! order — and each parameter node carries its official state_dict prefix. Rules that differ
-//! between the official repositories are decided here, as `DESIGN.md` states them:
+//! between the official repositories are decided here:
 //! a transition that changes an existing branch's width reads that branch; a new branch is a
 //! chain of stride-2 links from the lowest-resolution branch; the pose network's last module
 //! computes output 0 only; segmentation resizes bilinearly in its exchange units and head.
@@ -153,6 +153,7 @@ impl Lowerer {
             bias,
             bn: None,
             residual: false,
+            upsample: 1,
             relu: false,
         });
         let shape = Shape {

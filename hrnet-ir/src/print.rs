@@ -5,7 +5,6 @@
 //! always prints the same bytes.
 
 use crate::ir::{Graph, NodeId, Op, Place, Resize};
-use crate::passes::plan_memory::Buffer;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -31,7 +30,10 @@ pub fn op_text(op: &Op) -> String {
                 s.push_str(" bias");
             }
             if let Some(bn) = &c.bn {
-                let _ = write!(s, " bn({bn})");
+                let _ = write!(s, " bn({})", bn.prefix);
+            }
+            if c.upsample > 1 {
+                let _ = write!(s, " nearest x{}", c.upsample);
             }
             if c.residual {
                 s.push_str(" +residual");
@@ -104,28 +106,7 @@ pub fn to_text(g: &Graph) -> String {
             node.name,
             node.place
         );
-        if let Some(plan) = &g.memory {
-            match plan.buffers.get(&n) {
-                Some(Buffer::Arena { offset, bytes }) => {
-                    let _ = write!(out, " [arena+{offset}, {bytes} B]");
-                }
-                Some(Buffer::Input(k)) => {
-                    let _ = write!(out, " [input {k}]");
-                }
-                Some(Buffer::Output(k)) => {
-                    let _ = write!(out, " [output {k}]");
-                }
-                None => {}
-            }
-        }
         out.push('\n');
-    }
-    if let Some(plan) = &g.memory {
-        let _ = writeln!(
-            out,
-            "; arena {} B, {} B without reuse",
-            plan.arena_bytes, plan.total_bytes
-        );
     }
     out
 }

@@ -5,7 +5,7 @@
 //! W48 70,372,678 (tested).
 
 use crate::ir::{Graph, Op};
-use crate::passes::plan_memory::plan_memory_with;
+use crate::memory::plan_memory;
 use std::fmt;
 
 /// What `hrnetc graph --stats` prints.
@@ -38,7 +38,8 @@ pub fn stats(g: &Graph) -> Stats {
         match &node.op {
             Op::Conv(c) => {
                 s.convs += 1;
-                s.macs += (node.shape.len() * c.in_channels * c.kernel * c.kernel) as u64;
+                let conv_len = node.shape.len() / (c.upsample * c.upsample);
+                s.macs += (conv_len * c.in_channels * c.kernel * c.kernel) as u64;
                 s.params += (c.out_channels * c.in_channels * c.kernel * c.kernel) as u64;
                 if c.bias {
                     s.params += c.out_channels as u64;
@@ -77,11 +78,7 @@ pub fn stats(g: &Graph) -> Stats {
             | Op::Output { .. } => {}
         }
     }
-    let plan = g
-        .memory
-        .clone()
-        .or_else(|| plan_memory_with(g, &|sh| sh.len() * 4));
-    if let Some(p) = plan {
+    if let Some(p) = plan_memory(g, &|sh| sh.len() * 4) {
         s.arena_bytes = p.arena_bytes;
         s.total_bytes = p.total_bytes;
     }

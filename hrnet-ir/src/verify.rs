@@ -15,11 +15,9 @@
 //!    size; `linear` reads exactly `in_features` values; `spatial_gather` reads logits and
 //!    features of one spatial size; `object_attention` reads a query and key of one width and
 //!    key and value over the same regions.
-//! 9. When a memory plan is attached: it covers every value, in a valid schedule, and no two
-//!    values live at the same time share arena bytes.
 
 use crate::ir::{Graph, NodeId, Op, Resize, Shape};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// What the verifier found wrong.
@@ -112,7 +110,10 @@ pub fn verify(g: &Graph) -> Result<(), VerifierError> {
                         ),
                     ));
                 }
-                let o = |n: usize| (n + 2 * c.padding - c.kernel) / c.stride + 1;
+                if c.upsample == 0 {
+                    return Err(at(id, "conv upsampling factor 0".into()));
+                }
+                let o = |n: usize| ((n + 2 * c.padding - c.kernel) / c.stride + 1) * c.upsample;
                 let s = Shape {
                     c: c.out_channels,
                     h: o(x.h),
@@ -251,9 +252,6 @@ pub fn verify(g: &Graph) -> Result<(), VerifierError> {
             message: format!("output indices {output_indices:?} are not 0..n"),
         });
     }
-    if let Some(plan) = &g.memory {
-        verify_memory(g, plan)?;
-    }
     Ok(())
 }
 
@@ -272,47 +270,4 @@ fn resized(x: Shape, r: Resize, target: Shape) -> Result<Shape, String> {
             w: target.w,
         }),
     }
-}
-
-fn verify_memory(
-    g: &Graph,
-    plan: &crate::passes::plan_memory::MemoryPlan,
-) -> Result<(), VerifierError> {
-    use crate::passes::plan_memory::Buffer;
-    let err = |message: String| VerifierError {
-        node: None,
-        message: format!("memory plan: {message}"),
-    };
-    let live = plan
-        .live_ranges(g)
-        .ok_or_else(|| err("the schedule does not match the graph".into()))?;
-    let mut arena: BTreeMap<NodeId, (usize, usize, usize, usize)> = BTreeMap::new();
-    for id in g.g.node_indices() {
-        match plan.buffers.get(&id) {
-            None => return Err(err(format!("node {} has no buffer", id.index()))),
-            Some(Buffer::Arena { offset, bytes }) => {
-                if offset + bytes > plan.arena_bytes {
-                    return Err(err(format!("node {} ends past the arena", id.index())));
-                }
-                let (def, last) = live[&id];
-                arena.insert(id, (*offset, *bytes, def, last));
-            }
-            Some(_) => {}
-        }
-    }
-    let v: Vec<_> = arena.into_iter().collect();
-    for (i, (a, (ao, ab, ad, al))) in v.iter().enumerate() {
-        for (b, (bo, bb, bd, bl)) in &v[i + 1..] {
-            let overlap_time = ad <= bl && bd <= al;
-            let overlap_bytes = ao < &(bo + bb) && bo < &(ao + ab);
-            if overlap_time && overlap_bytes {
-                return Err(err(format!(
-                    "nodes {} and {} are live together and share bytes",
-                    a.index(),
-                    b.index()
-                )));
-            }
-        }
-    }
-    Ok(())
 }

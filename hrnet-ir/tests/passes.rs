@@ -33,6 +33,7 @@ fn conv_op(cin: usize, cout: usize, k: usize, s: usize) -> Op {
         bias: false,
         bn: None,
         residual: false,
+        upsample: 1,
         relu: false,
     })
 }
@@ -205,9 +206,8 @@ fn plan_memory_reuses_dead_buffers() {
         );
     }
     g.add(node(Op::Output { index: 0 }, sh(4, 8, 8), "out"), &[x]);
-    passes::plan_memory::plan_memory(&mut g);
-    verify(&g).unwrap();
-    let plan = g.memory.as_ref().unwrap();
+    let plan = hrnet_ir::memory::plan_memory(&g, &|s| s.len() * 4).unwrap();
+    plan.check(&g).unwrap();
     // Five arena values (the last conv writes the output buffer), two alive at a time.
     assert_eq!(plan.total_bytes, 5 * 1024);
     assert_eq!(plan.arena_bytes, 2 * 1024);
@@ -359,4 +359,45 @@ fn optimized_equals_raw_with_bilinear_exchange_and_bottleneck_branches() {
     // Odd sizes (36x30 → 9x8, 5x4, 3x2), bilinear resizes, Bottleneck branches whose first
     // block gets a shortcut conv, and a stage-4 transition that widens existing branches.
     raw_vs_optimized(TINY_SEG);
+}
+
+#[test]
+fn a_folded_batchnorm_keeps_its_own_epsilon() {
+    // ε = 0.5 instead of HRNet's 1e-5: folding must carry it to the conv, and the interpreter
+    // must use the folded conv's ε (not a constant) for the optimized graph to match.
+    let (mut g, r) = conv_bn_relu();
+    for n in g.g.node_indices().collect::<Vec<_>>() {
+        if let Op::BatchNorm(b) = &mut g.node_mut(n).op {
+            b.eps = 0.5;
+        }
+    }
+    g.add(node(Op::Output { index: 0 }, sh(4, 8, 8), "out"), &[r]);
+    let raw = g.clone();
+    let all: Vec<_> = PASSES.iter().collect();
+    passes::run(&mut g, &all, true, |_, _| {}).unwrap();
+    let folded: Vec<_> =
+        g.g.node_weights()
+            .filter_map(|n| match &n.op {
+                Op::Conv(c) => c.bn.clone(),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        folded,
+        [hrnet_ir::ir::FoldedBn {
+            prefix: "b".into(),
+            eps: 0.5
+        }]
+    );
+    let mut w = random_weights(&raw, 7);
+    // Variances near zero make ε matter.
+    w.insert("b.running_var".into(), vec![0.01; 4]);
+    let input: Vec<f32> = (0..3 * 8 * 8).map(|i| (i % 7) as f32 - 3.0).collect();
+    let a = interp::run(&raw, &w, &input).unwrap();
+    let b = interp::run(&g, &w, &input).unwrap();
+    let diff = a[0]
+        .iter()
+        .zip(&b[0])
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff <= 1e-5, "folded ε ignored: max diff {diff}");
 }

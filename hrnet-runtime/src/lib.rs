@@ -12,11 +12,13 @@
 //! **This crate never depends on hrnet-ir, quote or cranelift.**
 #![deny(missing_docs)]
 
+#[cfg(feature = "image")]
 pub mod cls;
 pub mod fsio;
 pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod pose;
+#[cfg(feature = "image")]
 pub mod seg;
 pub mod weights;

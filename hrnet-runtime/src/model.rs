@@ -7,8 +7,24 @@ use crate::weights::{self, BindError, BindOptions, Checkpoint, TensorSpec, Weigh
 use std::ops::Range;
 use std::path::Path;
 
-/// BatchNorm ε of every official HRNet.
-pub const BN_EPS: f64 = 1e-5;
+/// A BatchNorm folded into a convolution at load time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FoldedBn<'a> {
+    /// Key prefix of its parameters: `<prefix>.weight`, `.bias`, `.running_mean`,
+    /// `.running_var`.
+    pub prefix: &'a str,
+    /// ε, as the network's BatchNorm node has it.
+    pub eps: f32,
+}
+
+impl Eq for FoldedBn<'_> {}
+
+impl<'a> FoldedBn<'a> {
+    /// Both fields (for tables in generated code).
+    pub const fn new(prefix: &'a str, eps: f32) -> Self {
+        FoldedBn { prefix, eps }
+    }
+}
 
 /// One convolution's parameters as the compiled model knows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +33,8 @@ pub struct ConvParams<'a> {
     pub key: &'a str,
     /// Whether the checkpoint has `<key>.bias`.
     pub bias: bool,
-    /// Key prefix of the BatchNorm folded into this conv.
-    pub bn: Option<&'a str>,
+    /// The BatchNorm folded into this conv.
+    pub bn: Option<FoldedBn<'a>>,
     /// Shapes and algorithm (decides the packed form).
     pub spec: ConvSpec,
     /// Where the packed weights start in the model's weight buffer, in floats.
@@ -30,7 +46,7 @@ impl<'a> ConvParams<'a> {
     pub const fn new(
         key: &'a str,
         bias: bool,
-        bn: Option<&'a str>,
+        bn: Option<FoldedBn<'a>>,
         spec: ConvSpec,
         packed_offset: usize,
     ) -> Self {
@@ -66,7 +82,7 @@ pub fn tensor_specs(convs: &[ConvParams<'_>]) -> Vec<TensorSpec> {
         }
         if let Some(bn) = c.bn {
             for t in ["weight", "bias", "running_mean", "running_var"] {
-                v.push(TensorSpec::new(format!("{bn}.{t}"), [s.cout]));
+                v.push(TensorSpec::new(format!("{}.{t}", bn.prefix), [s.cout]));
             }
         }
     }
@@ -107,10 +123,11 @@ pub fn fold_each(
         w_folded.clear();
         b_folded.clear();
         match c.bn {
-            Some(_) => {
+            Some(bn) => {
                 let (gamma, beta, mean, var) = (next(), next(), next(), next());
+                let eps = f64::from(bn.eps);
                 for o in 0..s.cout {
-                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
+                    let scale = f64::from(gamma[o]) / (f64::from(var[o]) + eps).sqrt();
                     w_folded.extend(
                         w[o * per_out..(o + 1) * per_out]
                             .iter()
@@ -215,6 +232,46 @@ pub enum RunError {
         /// Floats present.
         actual: usize,
     },
+}
+
+/// Checks a run's buffers against what a model was compiled for: the input (`x`) and every
+/// output (lengths `ys`, paired with `outputs` in order) have the network's NCHW sizes, and
+/// the scratch has the model's arena and enough Winograd scratch for its thread count. Every
+/// engine calls this before running (generated code, the plan executor, the JIT).
+pub fn check_buffers(
+    input: [usize; 4],
+    outputs: impl IntoIterator<Item = [usize; 4]>,
+    arena_len: usize,
+    tiles_per_thread: usize,
+    x: &[f32],
+    ys: impl IntoIterator<Item = usize>,
+    scratch: &Scratch,
+) -> Result<(), RunError> {
+    if x.len() != input.iter().product::<usize>() {
+        return Err(RunError::Input {
+            expected: input,
+            actual: x.len(),
+        });
+    }
+    for (actual, expected) in ys.into_iter().zip(outputs) {
+        if actual != expected.iter().product::<usize>() {
+            return Err(RunError::Output { expected, actual });
+        }
+    }
+    if scratch.arena.len() != arena_len {
+        return Err(RunError::Scratch {
+            expected: arena_len,
+            actual: scratch.arena.len(),
+        });
+    }
+    let tiles = tiles_per_thread * scratch.ctx.threads();
+    if scratch.tiles.len() < tiles {
+        return Err(RunError::Scratch {
+            expected: tiles,
+            actual: scratch.tiles.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Splits `arena` into a shared view of `src` and a mutable view of `dst`.

@@ -16,35 +16,35 @@ use conv_common::{nchw_checked, ref_conv, Epi, Rng, ALL_EPIS};
 /// pair of channels (up to the last real pair), one emulated `VDPBF16PS` lane; then the bias.
 fn ref_bf16(s: &ConvSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
     let (ho, wo) = (s.h_out(), s.w_out());
-    let icb = s.cin.div_ceil(BLOCK);
+    let icb = s.cin().div_ceil(BLOCK);
     let xv = |ic: usize, iy: isize, ix: isize| {
-        if ic >= s.cin || iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
+        if ic >= s.cin() || iy < 0 || ix < 0 || iy >= s.h_in() as isize || ix >= s.w_in() as isize {
             0.0
         } else {
-            x[(ic * s.h_in + iy as usize) * s.w_in + ix as usize]
+            x[(ic * s.h_in() + iy as usize) * s.w_in() + ix as usize]
         }
     };
-    let mut y = vec![0.0f32; s.cout * ho * wo];
-    for oc in 0..s.cout {
+    let mut y = vec![0.0f32; s.cout() * ho * wo];
+    for oc in 0..s.cout() {
         let wv = |ic: usize, t: usize| {
-            if ic >= s.cin {
+            if ic >= s.cin() {
                 0.0
             } else {
-                w[(oc * s.cin + ic) * s.k * s.k + t]
+                w[(oc * s.cin() + ic) * s.k() * s.k() + t]
             }
         };
         for oy in 0..ho {
             for ox in 0..wo {
                 let mut acc = 0.0f32;
                 for ib in 0..icb {
-                    let real = (s.cin - ib * BLOCK).min(BLOCK);
-                    for ky in 0..s.k {
-                        for kx in 0..s.k {
-                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
+                    let real = (s.cin() - ib * BLOCK).min(BLOCK);
+                    for ky in 0..s.k() {
+                        for kx in 0..s.k() {
+                            let iy = (oy * s.stride() + ky) as isize - s.pad() as isize;
+                            let ix = (ox * s.stride() + kx) as isize - s.pad() as isize;
                             for p in 0..real.div_ceil(2) {
                                 let ic = ib * BLOCK + 2 * p;
-                                let t = ky * s.k + kx;
+                                let t = ky * s.k() + kx;
                                 acc = dpbf16_lane(
                                     acc,
                                     pair(wv(ic, t), wv(ic + 1, t)),
@@ -74,22 +74,22 @@ fn kernels() -> Vec<Bf16Isa> {
 /// max |expected|.
 fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let mut rng = Rng(seed);
-    let x = rng.vec(spec.cin * spec.h_in * spec.w_in);
+    let x = rng.vec(spec.cin() * spec.h_in() * spec.w_in());
     let w: Vec<f32> = rng
-        .vec(spec.cout * spec.cin * spec.k * spec.k)
+        .vec(spec.cout() * spec.cin() * spec.k() * spec.k())
         .iter()
         .map(|v| v * 0.3)
         .collect();
-    let b = rng.vec(spec.cout);
+    let b = rng.vec(spec.cout());
     let ins = spec.in_shape();
     // Padding channels of the input hold garbage: the kernel must not read them.
     let mut xb = vec![f32::NAN; ins.len()];
     from_nchw(ins, &x, &mut xb);
     for cb in 0..ins.blocks() {
         for c in 0..BLOCK {
-            if cb * BLOCK + c >= spec.cin {
-                for yy in 0..ins.h {
-                    for xx in 0..ins.w {
+            if cb * BLOCK + c >= spec.cin() {
+                for yy in 0..ins.h() {
+                    for xx in 0..ins.w() {
                         xb[ins.pixel(cb, yy, xx) + c] = f32::NAN;
                     }
                 }
@@ -99,17 +99,17 @@ fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let mut packed = vec![f32::NAN; bf16_packed_len(&spec)];
     pack_bf16(&spec, &w, Some(&b), &mut packed);
     let y = ref_bf16(&spec, &x, &w, &b);
-    let (c, ho, wo) = (spec.cout, spec.h_out(), spec.w_out());
+    let (c, ho, wo) = (spec.cout(), spec.h_out(), spec.w_out());
     for &e in epis {
         let u = e.up();
         let hs = ActShape::new(c, ho << u, wo << u);
-        let base = rng.vec(c * hs.h * hs.w);
+        let base = rng.vec(c * hs.h() * hs.w());
         let mut base_b = vec![0.0; hs.len()];
         from_nchw(hs, &base, &mut base_b);
         for relu in [false, true] {
-            let expected: Vec<f32> = (0..c * hs.h * hs.w)
+            let expected: Vec<f32> = (0..c * hs.h() * hs.w())
                 .map(|i| {
-                    let (ch, yy, xx) = (i / (hs.h * hs.w), i / hs.w % hs.h, i % hs.w);
+                    let (ch, yy, xx) = (i / (hs.h() * hs.w()), i / hs.w() % hs.h(), i % hs.w());
                     let v = y[(ch * ho + (yy >> u)) * wo + (xx >> u)];
                     let v = match e {
                         Epi::Plain => v,

@@ -16,27 +16,27 @@ fn isas() -> Vec<Isa> {
 /// error relative to max |expected|.
 fn check(spec: ConvSpec, epis: &[Epi], seed: u64) -> f64 {
     let mut rng = Rng(seed);
-    let x = rng.vec(spec.cin * spec.h_in * spec.w_in);
-    let w = rng.vec(spec.cout * spec.cin * spec.k * spec.k);
-    let b = rng.vec(spec.cout);
+    let x = rng.vec(spec.cin() * spec.h_in() * spec.w_in());
+    let w = rng.vec(spec.cout() * spec.cin() * spec.k() * spec.k());
+    let b = rng.vec(spec.cout());
     let ins = spec.in_shape();
     let mut xb = vec![f32::NAN; ins.len()];
     from_nchw(ins, &x, &mut xb);
     let mut packed = vec![0.0; spec.packed_len()];
     spec.pack(&w, Some(&b), &mut packed);
     let y = ref_conv(&spec, &x, &w, &b);
-    let (c, ho, wo) = (spec.cout, spec.h_out(), spec.w_out());
+    let (c, ho, wo) = (spec.cout(), spec.h_out(), spec.w_out());
     let mut worst = 0.0f64;
     for &e in epis {
         let u = e.up();
         let hs = ActShape::new(c, ho << u, wo << u);
-        let base = rng.vec(c * hs.h * hs.w);
+        let base = rng.vec(c * hs.h() * hs.w());
         let mut base_b = vec![0.0; hs.len()];
         from_nchw(hs, &base, &mut base_b);
         for relu in [false, true] {
-            let expected: Vec<f64> = (0..c * hs.h * hs.w)
+            let expected: Vec<f64> = (0..c * hs.h() * hs.w())
                 .map(|i| {
-                    let (ch, yy, xx) = (i / (hs.h * hs.w), i / hs.w % hs.h, i % hs.w);
+                    let (ch, yy, xx) = (i / (hs.h() * hs.w()), i / hs.w() % hs.h(), i % hs.w());
                     let v = y[(ch * ho + (yy >> u)) * wo + (xx >> u)];
                     let v = match e {
                         Epi::Plain => v,
@@ -163,7 +163,12 @@ fn direct_generic_kernels() {
         assert!(err < DIRECT_TOL, "{s:?}: {err:e}");
         eprintln!(
             "direct {}x{} s{} p{} {}->{}: relative error {err:e}",
-            s.k, s.k, s.stride, s.pad, s.cin, s.cout
+            s.k(),
+            s.k(),
+            s.stride(),
+            s.pad(),
+            s.cin(),
+            s.cout()
         );
     }
 }
@@ -228,13 +233,13 @@ fn isas_agree() {
         ConvSpec::new(72, 44, 6, 6, 1, 1, 0),
     ] {
         let ins = spec.in_shape();
-        let x = rng.vec(spec.cin * ins.h * ins.w);
-        let w = rng.vec(spec.cout * spec.cin * 9);
+        let x = rng.vec(spec.cin() * ins.h() * ins.w());
+        let w = rng.vec(spec.cout() * spec.cin() * 9);
         let mut xb = vec![0.0; ins.len()];
         from_nchw(ins, &x, &mut xb);
         let mut packed = vec![0.0; spec.packed_len()];
         spec.pack(
-            &w[..spec.cout * spec.cin * spec.k * spec.k],
+            &w[..spec.cout() * spec.cin() * spec.k() * spec.k()],
             None,
             &mut packed,
         );
@@ -343,21 +348,60 @@ fn isa_selection() {
 }
 
 #[test]
-fn invalid_specs_are_refused_before_any_memory_access() {
-    let ctx = Ctx::with_isa(1, Isa::Portable);
-    let ok = ConvSpec::new(8, 8, 4, 4, 3, 1, 1);
-    let mut bad_pad = ok;
-    bad_pad.pad = 2;
-    let mut bad_wino = ConvSpec::new(8, 8, 4, 4, 1, 1, 0);
-    bad_wino.algo = Algo::Winograd4;
-    for spec in [bad_pad, bad_wino] {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let x = vec![0.0; spec.in_shape().len()];
-            let p = vec![0.0; spec.packed_len()];
-            let mut y = vec![0.0; spec.out_shape().len()];
-            let mut s = vec![0.0; spec.scratch_len(1)];
-            conv(&ctx, &spec, &x, &p, &mut y, Epilogue::plain(false), &mut s);
-        }));
-        assert!(r.is_err(), "{spec:?} was accepted");
+fn invalid_specs_are_refused() {
+    use hrnet_runtime::kernels::SpecError;
+    assert_eq!(
+        ConvSpec::try_new(8, 8, 4, 4, 3, 1, 2),
+        Err(SpecError::Padding)
+    );
+    assert_eq!(
+        ConvSpec::try_new(8, 8, 4, 4, 1, 1, 0).and_then(|s| s.try_with_algo(Algo::Winograd4)),
+        Err(SpecError::NotWinograd)
+    );
+    assert_eq!(
+        ConvSpec::try_new(0, 8, 4, 4, 1, 1, 0),
+        Err(SpecError::ZeroChannels)
+    );
+    assert_eq!(
+        ConvSpec::try_new(8, 8, 1, 1, 5, 1, 1),
+        Err(SpecError::KernelTooLarge)
+    );
+    // The panicking constructors say why.
+    let r = std::panic::catch_unwind(|| ConvSpec::new(8, 8, 4, 4, 3, 1, 2));
+    let msg = r.unwrap_err();
+    assert_eq!(
+        msg.downcast_ref::<String>().map(String::as_str),
+        Some("ConvSpec: padding > 1 is not supported")
+    );
+}
+
+#[test]
+fn huge_widths_are_refused_instead_of_wrapping() {
+    use hrnet_runtime::kernels::{ActShape, SpecError, MAX_FLOATS};
+    // Lengths that wrap around usize (and would pass every length assert with tiny buffers)
+    // or exceed what a slice can hold.
+    for w in [
+        usize::MAX,
+        usize::MAX / 16,
+        usize::MAX / 18 + 1,
+        MAX_FLOATS / 16,
+    ] {
+        assert!(ActShape::try_new(16, 1, w).is_err(), "ActShape width {w}");
+        assert_eq!(
+            ConvSpec::try_new(16, 16, 1, w, 1, 1, 0),
+            Err(SpecError::TooLarge),
+            "ConvSpec width {w}"
+        );
     }
+    // Channels times a modest map that overflows only in the packed weights or MAC count.
+    assert_eq!(
+        ConvSpec::try_new(1 << 31, 1 << 31, 1, 1, 1, 1, 0),
+        Err(SpecError::TooLarge)
+    );
+    assert!(ActShape::try_new(usize::MAX, 1, 1).is_err());
+    // The largest accepted shapes have exact lengths.
+    let s = ActShape::try_new(16, 1, MAX_FLOATS / 16 / 3 - 2).unwrap();
+    assert!(s.len() <= MAX_FLOATS);
+    let r = std::panic::catch_unwind(|| ActShape::new(16, 1, usize::MAX - 1));
+    assert!(r.is_err());
 }

@@ -17,7 +17,7 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 /// The NCHW interior of a blocked output, after checking its halo and padding are zeros.
 fn interior(shape: ActShape, b: &[f32]) -> Vec<f32> {
-    let mut v = vec![0.0; shape.c * shape.h * shape.w];
+    let mut v = vec![0.0; shape.c() * shape.h() * shape.w()];
     to_nchw(shape, b, &mut v);
     let mut clean = vec![0.0; shape.len()];
     from_nchw(shape, &v, &mut clean);
@@ -273,7 +273,15 @@ impl Conv1x1 {
     }
     fn reference(&self, x: &[f64]) -> Vec<f64> {
         let s = &self.spec;
-        ref_conv1x1(x, s.cin, s.cout, s.h_in * s.w_in, &self.w, &self.b, true)
+        ref_conv1x1(
+            x,
+            s.cin(),
+            s.cout(),
+            s.h_in() * s.w_in(),
+            &self.w,
+            &self.b,
+            true,
+        )
     }
 }
 

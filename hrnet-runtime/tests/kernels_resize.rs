@@ -137,8 +137,8 @@ fn add_resized_accumulates_into_interior_with_relu() {
                             let ch = i % BLOCK + (i / ds.block_stride()) * BLOCK;
                             let halo_px = {
                                 let p = (i % ds.block_stride()) / BLOCK;
-                                let (y, x) = (p / (ds.w + 2), p % (ds.w + 2));
-                                y == 0 || x == 0 || y == ds.h + 1 || x == ds.w + 1
+                                let (y, x) = (p / (ds.w() + 2), p % (ds.w() + 2));
+                                y == 0 || x == 0 || y == ds.h() + 1 || x == ds.w() + 1
                             };
                             if halo_px {
                                 assert_eq!(*v, 7.0, "halo written");

@@ -548,17 +548,17 @@ fn copy(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
 fn add_up(e: &mut Emit<'_, '_>, shape: ActShape, log2: u32, relu: bool, p: &[Value]) {
     let (acc, low, blk) = (p[0], p[1], p[4]);
     let f = 1usize << log2;
-    let ls = ActShape::new(shape.c, shape.h >> log2, shape.w >> log2);
+    let ls = ActShape::new(shape.c(), shape.h() >> log2, shape.w() >> log2);
     let acc = block_base(e, acc, blk, shape);
     let low = block_base(e, low, blk, ls);
     let (rs, lrs) = (shape.row_stride() as i64 * FS, ls.row_stride() as i64 * FS);
-    e.for_n(shape.h, |e, y| {
+    e.for_n(shape.h(), |e, y| {
         let arow = e.index(acc, y, rs);
         let arow = e.offset(arow, rs + PX);
         let ly = e.b.ins().ushr_imm_u(y, i64::from(log2));
         let lrow = e.index(low, ly, lrs);
         let lrow = e.offset(lrow, lrs + PX);
-        e.for_n(ls.w, |e, lx| {
+        e.for_n(ls.w(), |e, lx| {
             let lp = e.index(lrow, lx, PX);
             let ap = e.index(arow, lx, f as i64 * PX);
             let l: Vec<Value> = (0..4).map(|v| e.load4(lp, v * 16)).collect();
@@ -581,8 +581,8 @@ fn zero_halo(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
     let (out, blk) = (p[2], p[4]);
     let out = block_base(e, out, blk, shape);
     let rs = shape.row_stride() as i64 * FS;
-    let last = (shape.h + 1) as i64 * rs;
-    e.for_n(shape.w + 2, |e, x| {
+    let last = (shape.h() + 1) as i64 * rs;
+    e.for_n(shape.w() + 2, |e, x| {
         let px = e.index(out, x, PX);
         let z = e.zero();
         for v in 0..4 {
@@ -590,7 +590,7 @@ fn zero_halo(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
             e.store4(z, px, last + v * 16);
         }
     });
-    e.for_n(shape.h, |e, y| {
+    e.for_n(shape.h(), |e, y| {
         let row = e.index(out, y, rs);
         let z = e.zero();
         for v in 0..4 {
@@ -619,8 +619,8 @@ fn input(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
             e.store4(z, po, v * 16);
         }
     });
-    let nc = block_channels(e, blk, shape.c);
-    let plane = (shape.h * shape.w) as i64 * FS;
+    let nc = block_channels(e, blk, shape.c());
+    let plane = (shape.h() * shape.w()) as i64 * FS;
     let first = e.b.ins().imul_imm_s(blk, BLOCK as i64);
     let src_blk = e.index(src, first, plane);
     let rs = shape.row_stride() as i64 * FS;
@@ -628,11 +628,11 @@ fn input(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
     e.for_range(zero, nc, |e, ch| {
         let sp = e.index(src_blk, ch, plane);
         let dp = e.index(out, ch, FS);
-        e.for_n(shape.h, |e, y| {
-            let srow = e.index(sp, y, shape.w as i64 * FS);
+        e.for_n(shape.h(), |e, y| {
+            let srow = e.index(sp, y, shape.w() as i64 * FS);
             let drow = e.index(dp, y, rs);
             let drow = e.offset(drow, rs + PX);
-            e.for_n(shape.w, |e, x| {
+            e.for_n(shape.w(), |e, x| {
                 let s = e.index(srow, x, FS);
                 let d = e.index(drow, x, PX);
                 let v = e.b.ins().load(types::F32, flags(), s, 0);
@@ -645,8 +645,8 @@ fn input(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
 fn output(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
     let (src, dst, blk) = (p[0], p[2], p[4]);
     let sb = block_base(e, src, blk, shape);
-    let nc = block_channels(e, blk, shape.c);
-    let plane = (shape.h * shape.w) as i64 * FS;
+    let nc = block_channels(e, blk, shape.c());
+    let plane = (shape.h() * shape.w()) as i64 * FS;
     let first = e.b.ins().imul_imm_s(blk, BLOCK as i64);
     let dst_blk = e.index(dst, first, plane);
     let rs = shape.row_stride() as i64 * FS;
@@ -654,11 +654,11 @@ fn output(e: &mut Emit<'_, '_>, shape: ActShape, p: &[Value]) {
     e.for_range(zero, nc, |e, ch| {
         let dp = e.index(dst_blk, ch, plane);
         let sp = e.index(sb, ch, FS);
-        e.for_n(shape.h, |e, y| {
-            let drow = e.index(dp, y, shape.w as i64 * FS);
+        e.for_n(shape.h(), |e, y| {
+            let drow = e.index(dp, y, shape.w() as i64 * FS);
             let srow = e.index(sp, y, rs);
             let srow = e.offset(srow, rs + PX);
-            e.for_n(shape.w, |e, x| {
+            e.for_n(shape.w(), |e, x| {
                 let s = e.index(srow, x, PX);
                 let d = e.index(drow, x, FS);
                 let v = e.b.ins().load(types::F32, flags(), s, 0);

@@ -7,10 +7,12 @@
 //! conversions), compiles them with the host's ISA flags (FMA enabled when the CPU has it:
 //! without it every `fma` would be a library call) and keeps one resolved call per step. The
 //! plan's decisions are kept as they are: activation layout, arena offsets, step order, fused
-//! epilogues, in-place updates. Only the algorithm and weight layout of convolutions are the
-//! JIT's own (`pack`): Winograd F(4×4, 3×3) or F(2×2, 3×3) (`wino`) for 3×3 stride-1
-//! convs whose output sizes allow whole tiles, direct otherwise, one contiguous run of weights
-//! per 16-channel output block.
+//! epilogues, in-place updates, and — for a plan made for [`Target::jit`] — each
+//! convolution's algorithm (direct, or Winograd F(4×4, 3×3) / F(2×2, 3×3), `wino`) and its
+//! packed offset. The JIT renders the plan's [`Packing::JitBlocks`] layout (`pack`): one
+//! contiguous run of weights per 16-channel output block.
+//!
+//! [`Target::jit`]: crate::target::Target::jit
 //!
 //! [`JitModel::run`] checks the caller's buffers, then executes the calls: each generated
 //! function handles one task (a channel block, an output block × a range of rows, or a group
@@ -25,7 +27,8 @@ mod wino;
 
 pub use engine::{JitEngine, JitEngineError};
 
-use crate::plan::{Addend, Plan, Step};
+use crate::plan::{Addend, ConvLayer, Plan, Step};
+use crate::target::Packing;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -33,7 +36,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use gen::{ConvKernel, Kernel, KernelFn, Target};
 use hrnet_ir::ir::Shape;
-use hrnet_runtime::kernels::{ActShape, ConvSpec};
+use hrnet_runtime::kernels::{ActShape, Algo};
 use hrnet_runtime::model::{ConvParams, RunError, Scratch};
 use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 use std::collections::HashMap;
@@ -78,9 +81,6 @@ pub enum JitRunError {
 pub struct JitOptions {
     /// Run cranelift's IR verifier on every function (a bug detector; costs compile time).
     pub verify: bool,
-    /// Use Winograd F(4×4, 3×3) or F(2×2, 3×3) where it applies (otherwise every conv is
-    /// direct).
-    pub winograd: bool,
 }
 
 impl Default for JitOptions {
@@ -88,7 +88,6 @@ impl Default for JitOptions {
     fn default() -> Self {
         JitOptions {
             verify: cfg!(debug_assertions),
-            winograd: true,
         }
     }
 }
@@ -162,10 +161,9 @@ pub struct JitModel {
     arena_len: usize,
     /// Winograd scratch floats per thread.
     scratch_per_thread: usize,
-    /// `(key, bias, bn, spec)` of every conv, for binding.
-    convs: Vec<(String, bool, Option<String>, ConvSpec)>,
+    /// Every conv, for binding.
+    convs: Vec<ConvLayer>,
     jit_convs: Vec<pack::JitConv>,
-    offsets: Vec<usize>,
     packed_len: usize,
     stats: JitStats,
 }
@@ -241,19 +239,35 @@ impl JitModel {
     pub fn compile_with(plan: &Plan, opts: JitOptions) -> Result<JitModel, JitError> {
         let t0 = Instant::now();
         plan.check().map_err(JitError::Plan)?;
-        let jit_convs: Vec<pack::JitConv> = plan
+        if plan.packing() != Packing::JitBlocks {
+            return Err(JitError::Plan(format!(
+                "planned for {:?} kernels: the JIT renders plans made for Target::jit()",
+                plan.target.kernels
+            )));
+        }
+        let jit_convs = plan
             .convs
             .iter()
-            .map(|c| pack::JitConv {
-                spec: c.spec,
-                winograd: if opts.winograd {
-                    wino::tile(&c.spec)
-                } else {
-                    None
-                },
+            .map(|c| {
+                let winograd = match c.spec.algo() {
+                    Algo::Direct => None,
+                    Algo::Winograd2 => Some(2),
+                    Algo::Winograd4 => Some(4),
+                    a => {
+                        return Err(JitError::Plan(format!(
+                            "conv `{}`: the JIT has no {a:?} kernel",
+                            c.key
+                        )))
+                    }
+                };
+                Ok(pack::JitConv {
+                    spec: c.spec,
+                    offset: c.packed_offset,
+                    winograd,
+                })
             })
-            .collect();
-        let (offsets, packed_len) = pack::layout(&jit_convs);
+            .collect::<Result<Vec<_>, JitError>>()?;
+        let packed_len = plan.packed_len;
         let mut scratch_per_thread = 0;
         let mut c = Compiler {
             kernels: Vec::new(),
@@ -290,13 +304,13 @@ impl JitModel {
                         .ok_or_else(|| plan_err(i, "no such conv layer"))?;
                     let s = l.spec;
                     let ck = ConvKernel {
-                        cin: s.cin,
-                        cout: s.cout,
-                        h_in: s.h_in,
-                        w_in: s.w_in,
-                        k: s.k,
-                        stride: s.stride,
-                        pad: s.pad,
+                        cin: s.cin(),
+                        cout: s.cout(),
+                        h_in: s.h_in(),
+                        w_in: s.w_in(),
+                        k: s.k(),
+                        stride: s.stride(),
+                        pad: s.pad(),
                         add: add != Addend::None,
                         up: upsample_log2,
                         relu,
@@ -320,7 +334,7 @@ impl JitModel {
                         );
                     }
                     let h = ck.h_out();
-                    let args = [a(src), Ptr::Weights(offsets[layer]), a(dst), res];
+                    let args = [a(src), Ptr::Weights(l.packed_offset), a(dst), res];
                     if let Some(m) = jit_convs[layer].winograd {
                         scratch_per_thread =
                             scratch_per_thread.max(wino::scratch_per_thread(&ck, m));
@@ -371,9 +385,9 @@ impl JitModel {
                     let f = 1usize.checked_shl(log2).unwrap_or(0);
                     if f == 0
                         || log2 >= 16
-                        || shape.h % f != 0
-                        || shape.w % f != 0
-                        || v(low).shape != ActShape::new(shape.c, shape.h / f, shape.w / f)
+                        || shape.h() % f != 0
+                        || shape.w() % f != 0
+                        || v(low).shape != ActShape::new(shape.c(), shape.h() / f, shape.w() / f)
                     {
                         return Err(plan_err(i, "upsampled add shapes"));
                     }
@@ -425,13 +439,8 @@ impl JitModel {
             outputs: plan.outputs.clone(),
             arena_len: plan.arena_len,
             scratch_per_thread,
-            convs: plan
-                .convs
-                .iter()
-                .map(|l| (l.key.clone(), l.bias, l.bn.clone(), l.spec))
-                .collect(),
+            convs: plan.convs.clone(),
             jit_convs,
-            offsets,
             packed_len,
             stats,
         })
@@ -440,26 +449,8 @@ impl JitModel {
     /// Binds `ckpt` strictly (unless `opts` says otherwise), folds BatchNorm (in f64) and
     /// packs the weights in the layout the generated kernels read.
     pub fn pack(&self, ckpt: &Checkpoint, opts: BindOptions) -> Result<Vec<f32>, BindError> {
-        let params: Vec<ConvParams<'_>> = self
-            .convs
-            .iter()
-            .zip(&self.offsets)
-            .map(|((key, bias, bn, spec), &packed_offset)| ConvParams {
-                key,
-                bias: *bias,
-                bn: bn.as_deref(),
-                spec: *spec,
-                packed_offset,
-            })
-            .collect();
-        pack::pack(
-            ckpt,
-            &params,
-            &self.jit_convs,
-            &self.offsets,
-            self.packed_len,
-            opts,
-        )
+        let params: Vec<ConvParams<'_>> = self.convs.iter().map(ConvLayer::params).collect();
+        pack::pack(ckpt, &params, &self.jit_convs, self.packed_len, opts)
     }
 
     /// Working memory for running with `threads` threads (the caller included).

@@ -14,12 +14,14 @@ use hrnet_runtime::kernels::{ConvSpec, BLOCK, WINOGRAD_G2, WINOGRAD_G4};
 use hrnet_runtime::model::ConvParams;
 use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 
-/// How the JIT runs one convolution.
+/// How the JIT runs one convolution: the plan's decisions, as the kernels read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct JitConv {
     /// Shapes.
     pub spec: ConvSpec,
-    /// Winograd F(m×m, 3×3) with this `m` instead of direct.
+    /// Where its packed weights start (the plan's `packed_offset`).
+    pub offset: usize,
+    /// Winograd F(m×m, 3×3) with this `m` instead of direct (the plan's algorithm).
     pub winograd: Option<usize>,
 }
 
@@ -27,34 +29,16 @@ pub(crate) struct JitConv {
 fn per_block_pair(c: &JitConv) -> usize {
     let positions = match c.winograd {
         Some(m) => (m + 2) * (m + 2),
-        None => c.spec.k * c.spec.k,
+        None => c.spec.k() * c.spec.k(),
     };
     positions * BLOCK * BLOCK
 }
 
-/// Floats of one convolution's packed weights and bias in the JIT layout.
-pub(crate) fn packed_len(c: &JitConv) -> usize {
-    let ocb = c.spec.cout.div_ceil(BLOCK);
-    let icb = c.spec.cin.div_ceil(BLOCK);
-    ocb * BLOCK + ocb * icb * per_block_pair(c)
-}
-
-/// Offsets (16-float aligned) of every conv's packed weights, and the total length.
-pub(crate) fn layout(convs: &[JitConv]) -> (Vec<usize>, usize) {
-    let mut offsets = Vec::with_capacity(convs.len());
-    let mut at = 0usize;
-    for c in convs {
-        at = at.div_ceil(BLOCK) * BLOCK;
-        offsets.push(at);
-        at += packed_len(c);
-    }
-    (offsets, at)
-}
-
-/// Writes OIHW `weight` (folded) and `bias` into `out` (exactly [`packed_len`] floats).
+/// Writes OIHW `weight` (folded) and `bias` into `out` (exactly `ConvSpec::packed_len`
+/// floats, which is the same for both layouts).
 fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
     let s = &c.spec;
-    let (cin, cout, taps) = (s.cin, s.cout, s.k * s.k);
+    let (cin, cout, taps) = (s.cin(), s.cout(), s.k() * s.k());
     let ocb = cout.div_ceil(BLOCK);
     let icb = cin.div_ceil(BLOCK);
     out.fill(0.0);
@@ -102,19 +86,23 @@ fn pack_one(c: &JitConv, weight: &[f32], bias: &[f32], out: &mut [f32]) {
 }
 
 /// Binds `ckpt` strictly against `convs` (their specs' shapes), folds BatchNorm and packs
-/// every conv at `offsets` into one buffer of `total` floats.
+/// every conv at its planned offset into one buffer of `total` floats.
 pub(crate) fn pack(
     ckpt: &Checkpoint,
     convs: &[ConvParams<'_>],
     jit: &[JitConv],
-    offsets: &[usize],
     total: usize,
     opts: BindOptions,
 ) -> Result<Vec<f32>, BindError> {
     let mut packed = vec![0f32; total];
     hrnet_runtime::model::fold_each(ckpt, convs, opts, |i, w, b| {
-        let (j, off) = (&jit[i], offsets[i]);
-        pack_one(j, w, b, &mut packed[off..off + packed_len(j)]);
+        let j = &jit[i];
+        pack_one(
+            j,
+            w,
+            b,
+            &mut packed[j.offset..j.offset + j.spec.packed_len()],
+        );
     })?;
     Ok(packed)
 }

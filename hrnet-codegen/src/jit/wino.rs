@@ -1,8 +1,8 @@
 //! Winograd F(m×m, 3×3), m = 4 or 2, as cranelift IR, for 3×3 stride-1 padding-1
 //! convolutions whose output height and width are multiples of `m` (so every tile is whole and
 //! its (m+2)×(m+2) input patch lies inside the haloed input). F(4×4) needs 4× fewer
-//! multiplications than direct convolution, F(2×2) 2.25×; F(4×4) is used when the map has at
-//! least [`MIN_TILES4`] 4×4 tiles.
+//! multiplications than direct convolution, F(2×2) 2.25×. Which convs use which (if any) is
+//! the plan's decision (`Target::conv_algo`).
 //!
 //! One task is a group of [`Split::rows`] rows of tiles and a range of [`Split::obs`] output
 //! blocks, in per-thread scratch (groups are large enough that the transformed weights,
@@ -22,25 +22,7 @@
 use super::gen::{block_base, ConvKernel, Emit, F4, FS, PIXELS, PX};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use cranelift_frontend::Variable;
-use hrnet_runtime::kernels::{ActShape, ConvSpec, BLOCK};
-
-/// F(4×4) needs at least this many 4×4 tiles (below, F(2×2) wastes less on tile padding).
-pub(crate) const MIN_TILES4: usize = 12; // measured on W32: 16×12 maps (12 tiles) gain 30%
-
-/// The Winograd tile size `m` the JIT uses for `s`, if any.
-pub(crate) fn tile(s: &ConvSpec) -> Option<usize> {
-    if !s.is_winograd_shape() {
-        return None;
-    }
-    let (h, w) = (s.h_out(), s.w_out());
-    if h.is_multiple_of(4) && w.is_multiple_of(4) && (h / 4) * (w / 4) >= MIN_TILES4 {
-        Some(4)
-    } else if h.is_multiple_of(2) && w.is_multiple_of(2) {
-        Some(2)
-    } else {
-        None
-    }
-}
+use hrnet_runtime::kernels::{ActShape, BLOCK};
 
 /// Tiles a task should cover at least, so that its weights serve enough of them.
 const MIN_TILES: usize = 24;

@@ -26,7 +26,6 @@ pub fn dce(g: &mut Graph) -> bool {
         for n in dead {
             g.g.remove_node(n);
         }
-        g.memory = None;
         changed = true;
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `conv(W[, b]) → bn(γ, β, μ, σ²)  ⇒  conv(W·γ/√(σ²+ε), (b − μ)·γ/√(σ²+ε) + β)`
 //!
-//! The IR holds no weights: the conv records the BatchNorm's key prefix in [`Conv::bn`] and
+//! The IR holds no weights: the conv records the BatchNorm's key prefix and ε in [`Conv::bn`] and
 //! whoever loads weights does the arithmetic once, at load time, so the checkpoint keys stay
 //! the official ones. Precondition: the conv has no fused epilogue yet and the BatchNorm is
 //! its only consumer. Deliberately not done: folding into a conv with other consumers (it
@@ -10,7 +10,7 @@
 //!
 //! [`Conv::bn`]: crate::ir::Conv::bn
 
-use crate::ir::{Graph, Op};
+use crate::ir::{FoldedBn, Graph, Op};
 
 /// Runs the pass; returns whether it changed the graph.
 pub fn fold_conv_bn(g: &mut Graph) -> bool {
@@ -26,9 +26,15 @@ pub fn fold_conv_bn(g: &mut Graph) -> bool {
         if !foldable {
             continue;
         }
-        let bn_name = g.node(bn).name.clone();
+        let Op::BatchNorm(b) = g.node(bn).op else {
+            continue;
+        };
+        let folded = FoldedBn {
+            prefix: g.node(bn).name.clone(),
+            eps: b.eps,
+        };
         if let Op::Conv(c) = &mut g.node_mut(conv).op {
-            c.bn = Some(bn_name);
+            c.bn = Some(folded);
         }
         g.replace_uses(bn, conv);
         g.g.remove_node(bn);

@@ -7,9 +7,9 @@
 
 pub mod dce;
 pub mod fold_conv_bn;
+pub mod fuse_conv_add_resized;
 pub mod fuse_epilogue;
 pub mod fuse_upsample_add;
-pub mod plan_memory;
 
 use crate::ir::Graph;
 use crate::verify::{verify, VerifierError};
@@ -44,14 +44,14 @@ pub const PASSES: &[Pass] = &[
         run: fuse_epilogue::fuse_epilogue,
     },
     Pass {
+        name: "fuse_conv_add_resized",
+        summary: "fuse a conv into the nearest-upsampling add that consumes it",
+        run: fuse_conv_add_resized::fuse_conv_add_resized,
+    },
+    Pass {
         name: "dce",
         summary: "drop computations no output reads",
         run: dce::dce,
-    },
-    Pass {
-        name: "plan_memory",
-        summary: "place every value in one arena at a static offset (NCHW f32)",
-        run: plan_memory::plan_memory,
     },
 ];
 

@@ -30,31 +30,92 @@ pub enum Algo {
 }
 
 /// One convolution layer: shapes and algorithm, all known when the model is compiled.
+///
+/// The fields are private: every `ConvSpec` comes from [`ConvSpec::new`] /
+/// [`ConvSpec::try_new`], which refuse shapes the kernels do not support and shapes whose
+/// buffer lengths (input, output, packed weights, scratch) would not fit a slice, so the
+/// length checks of [`conv`] cannot be fooled by wrapped arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvSpec {
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// Input height.
-    pub h_in: usize,
-    /// Input width.
-    pub w_in: usize,
-    /// Kernel size (square).
-    pub k: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Zero padding on every side (at most [`super::HALO`] = 1).
-    pub pad: usize,
-    /// Algorithm.
-    pub algo: Algo,
+    pub(crate) cin: usize,
+    pub(crate) cout: usize,
+    pub(crate) h_in: usize,
+    pub(crate) w_in: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+    pub(crate) pad: usize,
+    pub(crate) algo: Algo,
+}
+
+/// Why a [`ConvSpec`] was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Zero input or output channels.
+    #[error("zero channels")]
+    ZeroChannels,
+    /// Zero input height or width.
+    #[error("empty input")]
+    EmptyInput,
+    /// Kernel size 0 or above 9, or stride 0.
+    #[error("kernel size must be 1..=9 and stride at least 1")]
+    KernelOrStride,
+    /// Padding above [`super::HALO`].
+    #[error("padding > 1 is not supported")]
+    Padding,
+    /// The kernel does not fit the padded input.
+    #[error("kernel larger than the padded input")]
+    KernelTooLarge,
+    /// Winograd for a conv that is not 3×3, stride 1, padding 1.
+    #[error("Winograd needs a 3x3 stride-1 padding-1 conv")]
+    NotWinograd,
+    /// A buffer of this conv (input, output, packed weights or scratch) would not fit in
+    /// memory: its length overflows.
+    #[error("tensor too large")]
+    TooLarge,
+}
+
+impl SpecError {
+    /// The message, usable in `const` panics.
+    pub const fn message(self) -> &'static str {
+        match self {
+            SpecError::ZeroChannels => "ConvSpec: zero channels",
+            SpecError::EmptyInput => "ConvSpec: empty input",
+            SpecError::KernelOrStride => "ConvSpec: kernel or stride",
+            SpecError::Padding => "ConvSpec: padding > 1 is not supported",
+            SpecError::KernelTooLarge => "ConvSpec: kernel larger than the padded input",
+            SpecError::NotWinograd => "ConvSpec: Winograd needs a 3x3 stride-1 padding-1 conv",
+            SpecError::TooLarge => "ConvSpec: tensor too large",
+        }
+    }
+}
+
+/// `a · b`, or `None` past [`super::layout::MAX_FLOATS`].
+const fn mul(a: Option<usize>, b: usize) -> Option<usize> {
+    match a {
+        Some(a) => match a.checked_mul(b) {
+            Some(p) if p <= super::layout::MAX_FLOATS => Some(p),
+            _ => None,
+        },
+        None => None,
+    }
+}
+
+/// `a + b`, or `None` past [`super::layout::MAX_FLOATS`].
+const fn add(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => match a.checked_add(b) {
+            Some(p) if p <= super::layout::MAX_FLOATS => Some(p),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 impl ConvSpec {
-    /// A convolution with the algorithm picked by [`ConvSpec::default_algo`].
+    /// A direct convolution (choose another algorithm with [`ConvSpec::with_algo`]).
     ///
     /// # Panics
-    /// If the shape is unsupported (see [`ConvSpec::validate`]).
+    /// If [`ConvSpec::try_new`] refuses the shape; in a `const` item that is a compile error.
     pub const fn new(
         cin: usize,
         cout: usize,
@@ -64,7 +125,48 @@ impl ConvSpec {
         stride: usize,
         pad: usize,
     ) -> ConvSpec {
-        let mut s = ConvSpec {
+        match ConvSpec::try_new(cin, cout, h_in, w_in, k, stride, pad) {
+            Ok(s) => s,
+            Err(e) => panic!("{}", e.message()),
+        }
+    }
+
+    /// A direct convolution, if the kernels support it: non-zero sizes, kernel ≤ 9×9 and not
+    /// larger than the padded input, padding ≤ [`super::HALO`], and every buffer length
+    /// (input, output, packed weights, scratch, for any algorithm) within
+    /// [`super::layout::MAX_FLOATS`].
+    pub const fn try_new(
+        cin: usize,
+        cout: usize,
+        h_in: usize,
+        w_in: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<ConvSpec, SpecError> {
+        if cin == 0 || cout == 0 {
+            return Err(SpecError::ZeroChannels);
+        }
+        if h_in == 0 || w_in == 0 {
+            return Err(SpecError::EmptyInput);
+        }
+        if k == 0 || k > 9 || stride == 0 {
+            return Err(SpecError::KernelOrStride);
+        }
+        if pad > super::HALO {
+            return Err(SpecError::Padding);
+        }
+        // Sizes are bounded before anything is added or multiplied.
+        // (the output is at most 2 pixels larger than the input: pad ≤ 1, k ≥ 1).
+        if ActShape::try_new(cin, h_in, w_in).is_err()
+            || ActShape::try_new(cout, h_in + 2, w_in + 2).is_err()
+        {
+            return Err(SpecError::TooLarge);
+        }
+        if h_in + 2 * pad < k || w_in + 2 * pad < k {
+            return Err(SpecError::KernelTooLarge);
+        }
+        let s = ConvSpec {
             cin,
             cout,
             h_in,
@@ -74,50 +176,66 @@ impl ConvSpec {
             pad,
             algo: Algo::Direct,
         };
-        s.validate();
-        s.algo = s.default_algo();
-        s
+        // The largest packed form (36 Winograd positions or k² ≤ 81 taps), the largest
+        // scratch (F(4×4) on the fly), and the direct MAC count all fit.
+        let per_tap = mul(
+            mul(Some(cin.div_ceil(BLOCK)), BLOCK * BLOCK),
+            cout.div_ceil(BLOCK),
+        );
+        let packed = add(mul(per_tap, 81), Some(cout.div_ceil(BLOCK) * BLOCK));
+        let scratch = add(
+            mul(
+                Some(36 * winograd::TILE_GROUP * BLOCK),
+                cin.div_ceil(BLOCK) + 4,
+            ),
+            Some(36 * 64 * 4 * BLOCK * BLOCK), // `winograd::otf_chunk` ≤ 64 input blocks
+        );
+        let macs = mul(mul(mul(Some(cin), cout), k * k), h_in * w_in);
+        if packed.is_none() || scratch.is_none() || macs.is_none() {
+            return Err(SpecError::TooLarge);
+        }
+        Ok(s)
     }
 
-    /// Panics unless the spec is one the kernels support: non-zero sizes, kernel ≤ 9×9 and
-    /// not larger than the padded input, padding ≤ [`super::HALO`], Winograd only for 3×3
-    /// stride-1 padding-1 convs. [`conv`] calls it too, since the fields are public.
+    /// Panics unless the spec is one the kernels support (see [`ConvSpec::try_new`]);
+    /// [`conv`] calls it. Every constructor checks this already.
     pub const fn validate(&self) {
-        assert!(self.cin > 0 && self.cout > 0, "ConvSpec: zero channels");
-        assert!(self.h_in > 0 && self.w_in > 0, "ConvSpec: empty input");
-        assert!(
-            self.k > 0 && self.k <= 9 && self.stride > 0,
-            "ConvSpec: kernel or stride"
-        );
-        assert!(
-            self.pad <= super::HALO,
-            "ConvSpec: padding > 1 is not supported"
-        );
-        assert!(
-            self.h_in + 2 * self.pad >= self.k && self.w_in + 2 * self.pad >= self.k,
-            "ConvSpec: kernel larger than the padded input"
-        );
-        if !matches!(self.algo, Algo::Direct) {
-            assert!(
-                self.is_winograd_shape(),
-                "Winograd needs a 3x3 stride-1 padding-1 conv"
-            );
+        if let Err(e) = ConvSpec::try_new(
+            self.cin,
+            self.cout,
+            self.h_in,
+            self.w_in,
+            self.k,
+            self.stride,
+            self.pad,
+        ) {
+            panic!("{}", e.message())
+        }
+        if !matches!(self.algo, Algo::Direct) && !self.is_winograd_shape() {
+            panic!("{}", SpecError::NotWinograd.message())
         }
     }
 
     /// The same convolution with another algorithm.
     ///
     /// # Panics
-    /// If `algo` is Winograd and the conv is not 3×3, stride 1, padding 1.
-    pub const fn with_algo(mut self, algo: Algo) -> ConvSpec {
-        if !matches!(algo, Algo::Direct) {
-            assert!(
-                self.is_winograd_shape(),
-                "Winograd needs a 3x3 stride-1 padding-1 conv"
-            );
+    /// If `algo` is Winograd and the conv is not 3×3, stride 1, padding 1 (see
+    /// [`ConvSpec::try_with_algo`]).
+    pub const fn with_algo(self, algo: Algo) -> ConvSpec {
+        match self.try_with_algo(algo) {
+            Ok(s) => s,
+            Err(e) => panic!("{}", e.message()),
+        }
+    }
+
+    /// The same convolution with another algorithm, unless `algo` is Winograd and the conv
+    /// is not 3×3, stride 1, padding 1.
+    pub const fn try_with_algo(mut self, algo: Algo) -> Result<ConvSpec, SpecError> {
+        if !matches!(algo, Algo::Direct) && !self.is_winograd_shape() {
+            return Err(SpecError::NotWinograd);
         }
         self.algo = algo;
-        self
+        Ok(self)
     }
 
     /// Whether Winograd applies (3×3, stride 1, padding 1).
@@ -125,27 +243,44 @@ impl ConvSpec {
         self.k == 3 && self.stride == 1 && self.pad == 1
     }
 
-    /// The algorithm chosen by measurement (`examples/kernel_bench.rs`, weights read from
-    /// memory as in a whole network):
-    /// - direct unless Winograd applies;
-    /// - F(4×4) when clipped edge tiles waste less than 15% of its work, else F(2×2);
-    /// - weights transformed on the fly (`*Otf`) when the map has at most 24 tiles, i.e. one
-    ///   or two tile groups: there each transformed weight serves few tiles, so reading 9
-    ///   instead of 16 or 36 floats per weight pair from memory wins over transforming them.
-    pub const fn default_algo(&self) -> Algo {
-        if !self.is_winograd_shape() {
-            return Algo::Direct;
-        }
-        let (h, w) = (self.h_in, self.w_in);
-        let padded4 = h.div_ceil(4) * 4 * w.div_ceil(4) * 4;
-        let m = if h * w * 100 >= padded4 * 85 { 4 } else { 2 };
-        let tiles = h.div_ceil(m) * w.div_ceil(m);
-        match (m, tiles <= 2 * winograd::TILE_GROUP) {
-            (4, false) => Algo::Winograd4,
-            (4, true) => Algo::Winograd4Otf,
-            (_, false) => Algo::Winograd2,
-            (_, true) => Algo::Winograd2Otf,
-        }
+    /// Input channels.
+    pub const fn cin(&self) -> usize {
+        self.cin
+    }
+
+    /// Output channels.
+    pub const fn cout(&self) -> usize {
+        self.cout
+    }
+
+    /// Input height.
+    pub const fn h_in(&self) -> usize {
+        self.h_in
+    }
+
+    /// Input width.
+    pub const fn w_in(&self) -> usize {
+        self.w_in
+    }
+
+    /// Kernel size (square).
+    pub const fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Stride.
+    pub const fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Zero padding on every side (at most [`super::HALO`] = 1).
+    pub const fn pad(&self) -> usize {
+        self.pad
+    }
+
+    /// Algorithm.
+    pub const fn algo(&self) -> Algo {
+        self.algo
     }
 
     /// Output height.
@@ -421,7 +556,11 @@ impl Out {
         let os = spec.out_shape();
         let u = epi.upsample_log2;
         assert!(u < 16, "conv: upsample factor");
-        let hr = ActShape::new(os.c, os.h << u, os.w << u);
+        let hr = match (os.h().checked_mul(1 << u), os.w().checked_mul(1 << u)) {
+            (Some(h), Some(w)) => ActShape::try_new(os.c(), h, w).ok(),
+            _ => None,
+        }
+        .expect("conv: upsampled output too large");
         assert_eq!(out.len(), hr.len(), "conv: output length");
         assert!(
             packed.len() >= os.blocks() * BLOCK,

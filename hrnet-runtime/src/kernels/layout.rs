@@ -21,21 +21,73 @@ pub const BLOCK: usize = 16;
 /// Width of the zero border around every channel block, in pixels.
 pub const HALO: usize = 1;
 
+/// The most floats a buffer may have: a slice of `f32` holds at most `isize::MAX` bytes.
+pub const MAX_FLOATS: usize = isize::MAX as usize / 4;
+
 /// Shape of one activation tensor (batch 1) in the blocked layout.
+///
+/// The fields are private: [`ActShape::new`] / [`ActShape::try_new`] refuse shapes whose
+/// length in this layout exceeds [`MAX_FLOATS`], so [`ActShape::len`] and every index below
+/// it are computed without overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ActShape {
-    /// Channels (not padded).
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+}
+
+/// A tensor shape whose blocked length exceeds [`MAX_FLOATS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("activation {c}x{h}x{w} is too large for the blocked layout")]
+pub struct ShapeError {
+    /// Channels.
     pub c: usize,
-    /// Height in pixels (without halo).
+    /// Height.
     pub h: usize,
-    /// Width in pixels (without halo).
+    /// Width.
     pub w: usize,
 }
 
 impl ActShape {
     /// A `c × h × w` tensor.
+    ///
+    /// # Panics
+    /// If [`ActShape::try_new`] refuses it; in a `const` item that is a compile error.
     pub const fn new(c: usize, h: usize, w: usize) -> Self {
-        ActShape { c, h, w }
+        match ActShape::try_new(c, h, w) {
+            Ok(s) => s,
+            Err(_) => panic!("ActShape: tensor too large for the blocked layout"),
+        }
+    }
+    /// A `c × h × w` tensor, unless its blocked length `ceil(c/16)·(h+2)·(w+2)·16` (computed
+    /// with overflow checks) exceeds [`MAX_FLOATS`].
+    pub const fn try_new(c: usize, h: usize, w: usize) -> Result<Self, ShapeError> {
+        let err = ShapeError { c, h, w };
+        let (Some(h2), Some(w2)) = (h.checked_add(2 * HALO), w.checked_add(2 * HALO)) else {
+            return Err(err);
+        };
+        let Some(row) = w2.checked_mul(BLOCK) else {
+            return Err(err);
+        };
+        let Some(block) = h2.checked_mul(row) else {
+            return Err(err);
+        };
+        match c.div_ceil(BLOCK).checked_mul(block) {
+            Some(len) if len <= MAX_FLOATS && block <= MAX_FLOATS => Ok(ActShape { c, h, w }),
+            _ => Err(err),
+        }
+    }
+    /// Channels (not padded).
+    pub const fn c(&self) -> usize {
+        self.c
+    }
+    /// Height in pixels (without halo).
+    pub const fn h(&self) -> usize {
+        self.h
+    }
+    /// Width in pixels (without halo).
+    pub const fn w(&self) -> usize {
+        self.w
     }
     /// Number of channel blocks, `ceil(c / 16)`.
     pub const fn blocks(&self) -> usize {

@@ -24,7 +24,8 @@
 //! stride-1 convs, fused per group of tiles (input transform → 16 or 36 small GEMMs with the same
 //! microkernel → output transform + epilogue) in per-thread scratch memory; on small maps the
 //! Winograd weights are transformed during the call from the compact 3×3 packing (`*Otf`),
-//! which moves 1.8–4× fewer weight bytes. [`ConvSpec::default_algo`] picks per shape.
+//! which moves 1.8–4× fewer weight bytes. The compiler's planner picks the algorithm per
+//! shape ([`ConvSpec::with_algo`]); [`ConvSpec::new`] is direct.
 //!
 //! Instruction sets: AVX-512F, AVX2+FMA and a portable fallback, chosen once at run time by
 //! [`Isa::active`] (overridable with `HRNET_ISA=avx512|avx2|portable`) or explicitly with
@@ -69,12 +70,14 @@ pub use bf16_conv::{
     bf16_packed_len, bf16_scratch_len, conv_bf16, pack_bf16, packed_bytes, Bf16Isa, Precision,
     SelfCheck,
 };
-pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue};
-pub use layout::{act_len, from_nchw, to_nchw, zero_halo, ActShape, BLOCK, HALO};
+pub use conv::{conv, Addend, Algo, ConvSpec, Epilogue, SpecError};
+pub use layout::{
+    act_len, from_nchw, to_nchw, zero_halo, ActShape, ShapeError, BLOCK, HALO, MAX_FLOATS,
+};
 pub use peak::fma_peak_gflops;
 pub use pool::Pool;
 pub use resize::{add_resized_bilinear, resize_bilinear, Concat};
-pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4};
+pub use winograd::{G2 as WINOGRAD_G2, G4 as WINOGRAD_G4, TILE_GROUP as WINOGRAD_TILE_GROUP};
 
 use std::sync::OnceLock;
 

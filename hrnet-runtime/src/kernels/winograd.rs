@@ -34,7 +34,7 @@ use super::simd::{Y, Z};
 use super::{Ctx, Isa};
 
 /// Tiles per task.
-pub(crate) const TILE_GROUP: usize = 12;
+pub const TILE_GROUP: usize = 12;
 
 /// Scratch floats one thread needs for `spec` with F(`m`×`m`): transformed inputs
 /// `[α²][icb][TILE_GROUP][16]`, GEMM results `[α²][4][TILE_GROUP][16]`, and with weights

@@ -57,6 +57,7 @@ pub mod coco;
 #[cfg(feature = "coco")]
 pub mod coco_eval;
 pub mod decode;
+#[cfg(feature = "image")]
 pub mod draw;
 #[cfg(feature = "jpeg")]
 pub mod jpeg;
@@ -66,11 +67,15 @@ pub mod skeleton;
 pub mod transform;
 pub mod warp;
 
+#[cfg(feature = "image")]
 use std::path::PathBuf;
 
 pub use decode::{decode_heatmaps, flip_average, HeatmapShape, Keypoint};
+#[cfg(feature = "image")]
 pub use draw::{draw_keypoints, load_rgb, save_png, DrawStyle};
-pub use preprocess::{crop_person, flip_width, normalize_rgb, preprocess};
+#[cfg(feature = "image")]
+pub use preprocess::{crop_person, preprocess};
+pub use preprocess::{flip_width, normalize_rgb};
 pub use skeleton::Dataset;
 pub use transform::{get_affine_transform, Affine2x3, BoxXywh, CenterScale};
 pub use warp::{warp_affine_linear, ImageU8};
@@ -175,6 +180,7 @@ pub enum PoseError {
     #[error("the pose model failed: {0}")]
     Model(#[source] ModelError),
     /// An image file that cannot be read, decoded or written.
+    #[cfg(feature = "image")]
     #[error("image file {path}: {source}")]
     Image {
         /// The file.
@@ -248,6 +254,7 @@ pub struct PersonKeypoints {
 /// The whole top-down pipeline around a [`HeatmapModel`], with every buffer allocated once: after
 /// construction, [`PoseEstimator::estimate_into`] allocates nothing (given an output vector that
 /// has held as many people before).
+#[cfg(feature = "image")]
 pub struct PoseEstimator<M> {
     model: M,
     dataset: Dataset,
@@ -262,6 +269,7 @@ pub struct PoseEstimator<M> {
     average: Vec<f64>,
 }
 
+#[cfg(feature = "image")]
 impl<M> std::fmt::Debug for PoseEstimator<M> {
     /// Shows the configuration, not the model (engines need not implement `Debug`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,6 +281,7 @@ impl<M> std::fmt::Debug for PoseEstimator<M> {
     }
 }
 
+#[cfg(feature = "image")]
 impl<M: HeatmapModel> PoseEstimator<M> {
     /// An estimator whose keypoint layout follows the joint count ([`Dataset::from_num_joints`]).
     ///

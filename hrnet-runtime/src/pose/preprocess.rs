@@ -5,7 +5,9 @@
 //! ([`warp_affine_linear`]), then torchvision's `ToTensor` (`/255`) and `Normalize` with the
 //! ImageNet mean and std, all in `f32`.
 
+#[cfg(feature = "image")]
 use super::transform::{get_affine_transform, Affine2x3, BoxXywh, CenterScale};
+#[cfg(feature = "image")]
 use super::warp::{warp_affine_linear, ImageU8};
 use super::PoseError;
 
@@ -20,6 +22,7 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// image → crop transform used.
 ///
 /// Errors: invalid box, empty image, zero size, `crop` of the wrong length.
+#[cfg(feature = "image")]
 pub fn crop_person(
     image: &image::RgbImage,
     bbox: BoxXywh,
@@ -76,6 +79,7 @@ pub fn normalize_rgb(
 /// Returns the center/scale to decode the heatmaps with.
 ///
 /// Errors: as [`crop_person`] and [`normalize_rgb`].
+#[cfg(feature = "image")]
 pub fn preprocess(
     image: &image::RgbImage,
     bbox: BoxXywh,

@@ -44,6 +44,7 @@ pub struct ImageU8<'a> {
 
 impl<'a> ImageU8<'a> {
     /// Wraps an [`image::RgbImage`].
+    #[cfg(feature = "image")]
     pub fn from_rgb(img: &'a image::RgbImage) -> Self {
         ImageU8 {
             data: img.as_raw(),

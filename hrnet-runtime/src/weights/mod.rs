@@ -253,6 +253,14 @@ pub enum WeightError {
     /// The safetensors header is invalid or does not match the file.
     #[error("invalid safetensors file: {0}")]
     Safetensors(String),
+    /// A format this build of hrnet-runtime leaves out (a Cargo feature is off).
+    #[error("{format} checkpoints need hrnet-runtime's `{feature}` feature, which this build does not have")]
+    Disabled {
+        /// The format.
+        format: Format,
+        /// The Cargo feature that reads it.
+        feature: &'static str,
+    },
     /// The zip container of a `.pth` file is invalid.
     #[error("invalid .pth zip archive: {0}")]
     Zip(String),
@@ -351,10 +359,22 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint, WeightError> {
     load_bytes(&map)
 }
 
+#[cfg(feature = "pth")]
+use torch::load_zip;
+
+/// Without the `pth` feature a zip archive is refused by name.
+#[cfg(not(feature = "pth"))]
+fn load_zip(_: &[u8]) -> Result<Checkpoint, WeightError> {
+    Err(WeightError::Disabled {
+        format: Format::TorchZip,
+        feature: "pth",
+    })
+}
+
 /// Reads a checkpoint from bytes; see [`load`].
 pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        torch::load_zip(bytes)
+        load_zip(bytes)
     } else if bytes.first() == Some(&0x80) {
         // A pickle stream: a legacy file starts with the magic-number pickle. The check of the
         // magic number itself (any protocol) happens in the reader.

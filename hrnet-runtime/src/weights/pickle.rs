@@ -1130,6 +1130,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "pth")]
     fn real_checkpoints_use_a_small_part_of_the_budget() {
         // The fixture's training checkpoint pickle (380 tensors): the charge must stay a small
         // multiple of the pickle's size, far below the per-byte budget, so that checkpoints of

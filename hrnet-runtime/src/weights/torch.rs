@@ -6,6 +6,7 @@
 //! bytes, checks every size and view against them, and copies the tensors out.
 
 use std::collections::HashMap;
+#[cfg(feature = "pth")]
 use std::io::{Cursor, Read};
 
 use super::pickle::{self, StorageRef, TensorRef, Value};
@@ -16,6 +17,7 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 /// The only legacy protocol version PyTorch ever wrote.
 const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
+#[cfg(feature = "pth")]
 fn zip_err(e: impl std::fmt::Display) -> WeightError {
     WeightError::Zip(e.to_string())
 }
@@ -32,6 +34,7 @@ fn parse_pickle(bytes: &[u8], context: &str) -> Result<pickle::Parsed, WeightErr
 }
 
 /// Reads a `torch.save` zip archive.
+#[cfg(feature = "pth")]
 pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
     let mut pickles = Vec::new();
@@ -110,6 +113,7 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
 }
 
 /// Reads one stored entry completely (the zip reader checks its CRC).
+#[cfg(feature = "pth")]
 fn read_entry(
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &str,

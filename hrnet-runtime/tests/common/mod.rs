@@ -37,9 +37,9 @@ pub fn blocked(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
 /// Blocked copy with NaN in the padding channels (kernels must ignore them).
 pub fn blocked_poisoned(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
     let mut b = blocked(shape, nchw);
-    for ch in shape.c..shape.blocks() * BLOCK {
-        for y in 0..shape.h {
-            for x in 0..shape.w {
+    for ch in shape.c()..shape.blocks() * BLOCK {
+        for y in 0..shape.h() {
+            for x in 0..shape.w() {
                 b[shape.index(ch, y, x)] = f32::NAN;
             }
         }
@@ -49,7 +49,7 @@ pub fn blocked_poisoned(shape: ActShape, nchw: &[f32]) -> Vec<f32> {
 
 /// The NCHW interior of a blocked tensor.
 pub fn nchw(shape: ActShape, b: &[f32]) -> Vec<f32> {
-    let mut v = vec![0.0; shape.c * shape.h * shape.w];
+    let mut v = vec![0.0; shape.c() * shape.h() * shape.w()];
     to_nchw(shape, b, &mut v);
     v
 }

@@ -21,21 +21,25 @@ impl Rng {
 /// Naive conv, NCHW, f64 accumulation, with bias.
 pub fn ref_conv(s: &ConvSpec, x: &[f32], w: &[f32], b: &[f32]) -> Vec<f64> {
     let (ho, wo) = (s.h_out(), s.w_out());
-    let mut y = vec![0.0f64; s.cout * ho * wo];
-    for oc in 0..s.cout {
+    let mut y = vec![0.0f64; s.cout() * ho * wo];
+    for oc in 0..s.cout() {
         for oy in 0..ho {
             for ox in 0..wo {
                 let mut acc = f64::from(b[oc]);
-                for ic in 0..s.cin {
-                    for ky in 0..s.k {
-                        for kx in 0..s.k {
-                            let iy = (oy * s.stride + ky) as isize - s.pad as isize;
-                            let ix = (ox * s.stride + kx) as isize - s.pad as isize;
-                            if iy < 0 || ix < 0 || iy >= s.h_in as isize || ix >= s.w_in as isize {
+                for ic in 0..s.cin() {
+                    for ky in 0..s.k() {
+                        for kx in 0..s.k() {
+                            let iy = (oy * s.stride() + ky) as isize - s.pad() as isize;
+                            let ix = (ox * s.stride() + kx) as isize - s.pad() as isize;
+                            if iy < 0
+                                || ix < 0
+                                || iy >= s.h_in() as isize
+                                || ix >= s.w_in() as isize
+                            {
                                 continue;
                             }
-                            let xv = x[(ic * s.h_in + iy as usize) * s.w_in + ix as usize];
-                            let wv = w[((oc * s.cin + ic) * s.k + ky) * s.k + kx];
+                            let xv = x[(ic * s.h_in() + iy as usize) * s.w_in() + ix as usize];
+                            let wv = w[((oc * s.cin() + ic) * s.k() + ky) * s.k() + kx];
                             acc += f64::from(xv) * f64::from(wv);
                         }
                     }
@@ -100,7 +104,7 @@ impl Epi {
 /// `out` (blocked layout) as NCHW, after asserting that its halo and padding channels are
 /// zero; `what` names the case in the failure message.
 pub fn nchw_checked(shape: ActShape, out: &[f32], what: &str) -> Vec<f32> {
-    let mut got = vec![0.0; shape.c * shape.h * shape.w];
+    let mut got = vec![0.0; shape.c() * shape.h() * shape.w()];
     to_nchw(shape, out, &mut got);
     let mut clean = vec![0.0; shape.len()];
     from_nchw(shape, &got, &mut clean);

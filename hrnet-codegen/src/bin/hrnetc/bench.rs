@@ -114,8 +114,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         let packed = plan
             .pack_weights(&ckpt, opts)
             .with_context(|| loaded.does_not_fit(&weights_path))?;
-        let prof = profile::profile(plan, &packed, a.threads, a.runs)?;
-        eprint!("{}", prof.to_table(plan, 12));
+        let prof = profile::profile(&plan, &packed, a.threads, a.runs)?;
+        eprint!("{}", prof.to_table(&plan, 12));
         let rows = prof
             .by_kind()
             .into_iter()

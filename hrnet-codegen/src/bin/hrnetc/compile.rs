@@ -39,7 +39,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             let ckpt = read_checkpoint(w)?;
             let fits = || loaded.does_not_fit(w);
             if a.embed_weights {
-                Some(build_api::embedded_weights(plan, &ckpt, opts).with_context(fits)?)
+                Some(build_api::embedded_weights(&plan, &ckpt, opts).with_context(fits)?)
             } else {
                 plan.pack_weights(&ckpt, opts).with_context(fits)?;
                 None
@@ -47,7 +47,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
         None => None,
     };
-    build_api::write_compiled(plan, &loaded.source(), &a.output, embedded.as_deref())?;
+    build_api::write_compiled(&plan, &loaded.source(), &a.output, embedded.as_deref())?;
     eprintln!(
         "wrote {} in {:.0} ms",
         a.output.display(),

@@ -7,6 +7,7 @@ use hrnet_codegen::build_api::{self, CompileError};
 use hrnet_codegen::driver;
 use hrnet_codegen::engine::{self, Engine, EngineInput, EngineKind, MakeError, MAX_THREADS};
 use hrnet_codegen::plan::{self, Plan};
+use hrnet_codegen::target::Target;
 use hrnet_ir::{passes, Graph, Network};
 use hrnet_runtime::fsio::{self, Limit};
 use hrnet_runtime::weights::{self, BindOptions};
@@ -20,9 +21,8 @@ pub struct Loaded {
     pub network: Network,
     /// The graph as lowered (the reference interpreter runs it).
     pub graph: Graph,
-    /// The plan of the optimized graph (the compiled engines render it), or why the compiled
-    /// engines cannot run this network (the reference engine still can).
-    plan: Result<Plan, plan::PlanError>,
+    /// The graph after every pass (the compiled engines plan it).
+    pub optimized: Graph,
 }
 
 impl Loaded {
@@ -32,19 +32,25 @@ impl Loaded {
         let mut optimized = graph.clone();
         let all: Vec<&'static passes::Pass> = passes::PASSES.iter().collect();
         driver::optimize(&mut optimized, &all, false, |_, _| {})?;
-        let plan = plan::plan(&optimized);
         Ok(Loaded {
             config: config.into(),
             network,
             graph,
-            plan,
+            optimized,
         })
     }
 
-    /// The plan, or the error that says why the compiled engines cannot run this network.
-    pub fn plan(&self) -> Result<&Plan> {
-        self.plan.as_ref().map_err(|e| {
-            anyhow::Error::new(CompileError::from(e.clone()))
+    /// The plan for hrnet-runtime's kernels (the generated Rust, `exec`, the profile), or the
+    /// error that says why the compiled engines cannot run this network (the reference engine
+    /// still can).
+    pub fn plan(&self) -> Result<Plan> {
+        self.plan_for(&Target::runtime())
+    }
+
+    /// The plan for `target`.
+    pub fn plan_for(&self, target: &Target) -> Result<Plan> {
+        plan::plan(&self.optimized, target).map_err(|e| {
+            anyhow::Error::new(CompileError::from(e))
                 .context(format!("compiling {}", self.config.display()))
         })
     }
@@ -80,12 +86,15 @@ impl Loaded {
         threads: usize,
     ) -> Result<Box<dyn Engine>> {
         let source = self.source();
+        let plan = match kind {
+            EngineKind::Reference => None,
+            EngineKind::Aot => Some(self.plan()?),
+            #[cfg(feature = "jit")]
+            EngineKind::Jit => Some(self.plan_for(&Target::jit())?),
+        };
         let input = EngineInput {
             graph: &self.graph,
-            plan: match kind {
-                EngineKind::Reference => None,
-                _ => Some(self.plan()?),
-            },
+            plan: plan.as_ref(),
             source: &source,
             ckpt,
             weights,
