@@ -58,7 +58,9 @@ pub mod warp;
 use std::path::PathBuf;
 
 pub use decode::{decode_heatmaps, flip_average, HeatmapShape, Keypoint};
-pub use draw::{draw_keypoints, load_rgb, save_png, DrawStyle};
+pub use draw::{
+    draw_keypoints, image_bytes, load_rgb, save_png, DrawStyle, MAX_IMAGE_BYTES, MAX_IMAGE_SIDE,
+};
 pub use preprocess::{crop_person, flip_width, normalize_rgb, preprocess};
 pub use skeleton::Dataset;
 pub use transform::{get_affine_transform, Affine2x3, BoxXywh, CenterScale};
@@ -163,6 +165,17 @@ pub enum PoseError {
     /// The model failed.
     #[error("the pose model failed: {0}")]
     Model(#[source] ModelError),
+    /// An image file whose header declares an image over [`draw::MAX_IMAGE_SIDE`] or
+    /// [`draw::MAX_IMAGE_BYTES`]; nothing was decoded.
+    #[error("image file {path}: the image {size}{what}")]
+    ImageFileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// `WxH ` when known.
+        size: String,
+        /// What is over which limit.
+        what: String,
+    },
     /// An image file that cannot be read, decoded or written.
     #[error("image file {path}: {source}")]
     Image {
