@@ -2,7 +2,8 @@
 //!
 //! Every rule the official model code relies on implicitly is checked here explicitly, with
 //! the key path and line of the offending value. Limits keep any config from making the
-//! compiler (or a run) allocate absurd amounts of memory.
+//! compiler (or a run) allocate absurd amounts of memory; the whole network's parameters and
+//! activations are bounded in [`super::limits`].
 
 use super::config::{Experiment, Stage};
 use super::spans::Spans;
@@ -412,12 +413,14 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         }
     }
 
-    Ok(Network {
+    let net = Network {
         name,
         task,
         input_hw: (h, w),
         layer1,
         stages,
         bilinear_exchange,
-    })
+    };
+    super::limits::check_network(&net, spans)?;
+    Ok(net)
 }
