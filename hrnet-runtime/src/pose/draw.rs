@@ -130,15 +130,29 @@ pub fn image_bytes(width: u32, height: u32, color: image::ColorType) -> u64 {
 /// Errors: [`PoseError::Image`] naming the file when it cannot be opened or decoded,
 /// [`PoseError::ImageFileTooLarge`] when it declares a size over the limits.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, PoseError> {
+    let io_err = |e| PoseError::Image {
+        path: path.to_path_buf(),
+        source: image::ImageError::IoError(e),
+    };
+    read_rgb(image::ImageReader::open(path).map_err(io_err)?, path)
+}
+
+/// [`load_rgb`] for a file's bytes already in memory (errors name the path `<memory>`).
+pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, PoseError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    read_rgb(reader, Path::new("<memory>"))
+}
+
+fn read_rgb<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+) -> Result<image::RgbImage, PoseError> {
     let image_err = |source| PoseError::Image {
         path: path.to_path_buf(),
         source,
     };
     let io_err = |e| image_err(image::ImageError::IoError(e));
-    let mut reader = image::ImageReader::open(path)
-        .map_err(io_err)?
-        .with_guessed_format()
-        .map_err(io_err)?;
+    let mut reader = reader.with_guessed_format().map_err(io_err)?;
     // Reads the header only; the limits are checked below, with the size in the message.
     reader.no_limits();
     let mut decoder = reader.into_decoder().map_err(image_err)?;

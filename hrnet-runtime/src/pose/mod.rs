@@ -59,7 +59,8 @@ use std::path::PathBuf;
 
 pub use decode::{decode_heatmaps, flip_average, HeatmapShape, Keypoint};
 pub use draw::{
-    draw_keypoints, image_bytes, load_rgb, save_png, DrawStyle, MAX_IMAGE_BYTES, MAX_IMAGE_SIDE,
+    decode_rgb, draw_keypoints, image_bytes, load_rgb, save_png, DrawStyle, MAX_IMAGE_BYTES,
+    MAX_IMAGE_SIDE,
 };
 pub use preprocess::{crop_person, flip_width, normalize_rgb, preprocess};
 pub use skeleton::Dataset;
