@@ -195,3 +195,66 @@ fn ignored_keys_are_accepted() {
     ) + "TRAIN:\n  LR: 0.001\nGPUS: (0,1,2,3)\n";
     parse(&src).unwrap();
 }
+
+#[test]
+fn deeply_nested_yaml_is_refused_before_parsing() {
+    // 200 KB of brackets kept serde_yaml busy for over 20 s; the pre-scan refuses it at once.
+    let e = error_after(
+        "NUM_CHANNELS: [8, 16, 32, 64]",
+        &format!(
+            "NUM_CHANNELS: {}8{}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    );
+    check(&e, "MODEL.EXTRA.STAGE4.NUM_CHANNELS", 37);
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn oversized_file_is_refused_before_parsing() {
+    let src = base() + &format!("# {}\n", "x".repeat(1 << 20));
+    let e = parse(&src).unwrap_err();
+    assert_eq!((e.path.as_str(), e.pos), ("", None), "{e}");
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn head_activation_over_the_limit() {
+    // 100000 heatmaps of 512x512: 105 GB, which passed before the head was counted.
+    let src = base()
+        .replace("NUM_JOINTS: 5", "NUM_JOINTS: 100000")
+        .replace("IMAGE_SIZE: [64, 96]", "IMAGE_SIZE: [2048, 2048]")
+        .replace("HEATMAP_SIZE: [16, 24]", "HEATMAP_SIZE: [512, 512]");
+    let e = parse(&src).unwrap_err();
+    check(&e, "MODEL.NUM_JOINTS", 6);
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn too_many_parameters() {
+    // 4096 channels in 64 modules: 1.3e12 parameters, within every per-key limit.
+    let src = base().replace("NUM_MODULES: 2", "NUM_MODULES: 64").replace(
+        "NUM_CHANNELS: [8, 16, 32, 64]",
+        "NUM_CHANNELS: [4096, 4096, 4096, 4096]",
+    );
+    let e = parse(&src).unwrap_err();
+    check(&e, "MODEL.EXTRA.STAGE4", 32);
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn activations_alive_at_once_over_the_limit() {
+    // Every single activation is under its limit, and so are the parameters, but a module's
+    // branches and a block's intermediates at 1000 channels and 512x512 together are not.
+    let src = base()
+        .replace("IMAGE_SIZE: [64, 96]", "IMAGE_SIZE: [2048, 2048]")
+        .replace("HEATMAP_SIZE: [16, 24]", "HEATMAP_SIZE: [512, 512]")
+        .replace(
+            "NUM_CHANNELS: [8, 16, 32, 64]",
+            "NUM_CHANNELS: [1000, 16, 32, 64]",
+        );
+    let e = parse(&src).unwrap_err();
+    check(&e, "MODEL.EXTRA.STAGE4", 32);
+    insta::assert_snapshot!(e.to_string());
+}

@@ -2,12 +2,14 @@
 //!
 //! [`read_f32`] accepts C-order little-endian `<f4` and `<f8` arrays (f64 is converted to f32),
 //! format versions 1.0, 2.0 and 3.0. Fortran order, big-endian data, other dtypes, malformed
-//! headers and data that is shorter or longer than the shape says are errors.
+//! headers and data that is shorter or longer than the shape says are errors, and so are shapes
+//! over [`MAX_DIMS`] dimensions or [`MAX_ELEMENTS`] elements, before anything is allocated for
+//! the data.
 //!
 //! [`write_f32`] writes version 1.0 `<f4` atomically: to a temporary file in the same directory,
 //! flushed, then renamed over the destination.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -48,6 +50,18 @@ pub enum NpyError {
         /// Bytes present.
         found: usize,
     },
+    /// The shape has more elements than [`MAX_ELEMENTS`].
+    #[error(
+        ".npy shape {shape:?} has {} elements: the limit is {} (1 GiB of f32)",
+        count_text(*.elements),
+        MAX_ELEMENTS
+    )]
+    TooLarge {
+        /// The declared shape.
+        shape: Vec<usize>,
+        /// Its number of elements.
+        elements: u128,
+    },
     /// `write_f32` was given data whose length does not match the shape.
     #[error("shape {shape:?} has {expected} elements but {found} values were given")]
     ShapeMismatch {
@@ -60,39 +74,168 @@ pub enum NpyError {
     },
 }
 
+/// Most elements a `.npy` file may hold: 2^28, 1 GiB of f32 (the largest activation a network
+/// may have).
+pub const MAX_ELEMENTS: u128 = 1 << 28;
+/// Most dimensions a `.npy` shape may have (NumPy's own limit is 64; networks take 4).
+pub const MAX_DIMS: usize = 32;
+/// Longest header accepted, in bytes (NumPy itself reads at most 10000 by default).
+pub const MAX_HEADER_LEN: usize = 1 << 16;
+
+/// An element count for messages (`u128::MAX` stands for "overflows").
+fn count_text(n: u128) -> String {
+    if n == u128::MAX {
+        "more than 2^128".into()
+    } else {
+        n.to_string()
+    }
+}
+
 /// Reads a C-order `<f4` or `<f8` `.npy` file as f32 values and its shape.
+///
+/// The header is read and checked first (format, [`MAX_DIMS`], [`MAX_ELEMENTS`], and that the
+/// file's length is exactly what the shape needs); only then is the data read, straight into
+/// the values.
 pub fn read_f32(path: impl AsRef<Path>) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
+    let io = |source| NpyError::Io {
         path: path.to_owned(),
         source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    let (header, header_len) = read_header(&mut reader).map_err(|e| match e {
+        HeaderError::Npy(e) => e,
+        HeaderError::Io(e) => io(e),
     })?;
-    parse_f32(&bytes)
+    let (count, itemsize) = check_header(&header)?;
+    let data_len = file_len.saturating_sub(header_len as u64);
+    if u128::from(data_len) != count * itemsize {
+        return Err(NpyError::DataSize {
+            shape: header.shape,
+            expected: count * itemsize,
+            found: usize::try_from(data_len).unwrap_or(usize::MAX),
+        });
+    }
+    // `count` ≤ MAX_ELEMENTS, so this allocation is bounded; the file has exactly the bytes.
+    let mut values = Vec::with_capacity(count as usize);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut left = data_len as usize;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        reader.read_exact(&mut chunk[..n]).map_err(io)?;
+        convert(&chunk[..n], itemsize, &mut values);
+        left -= n;
+    }
+    if values.len() as u128 != count {
+        // The file changed while it was read.
+        return Err(NpyError::DataSize {
+            shape: header.shape,
+            expected: count * itemsize,
+            found: values.len() * itemsize as usize,
+        });
+    }
+    Ok((header.shape, values))
 }
 
 /// Parses the bytes of a `.npy` file; see [`read_f32`].
 pub fn parse_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
-    let rest = bytes.strip_prefix(MAGIC).ok_or(NpyError::NotNpy)?;
-    let (&major, rest) = rest.split_first().ok_or(NpyError::NotNpy)?;
-    let (&minor, rest) = rest.split_first().ok_or(NpyError::NotNpy)?;
+    let mut reader = bytes;
+    let (header, header_len) = read_header(&mut reader).map_err(|e| match e {
+        HeaderError::Npy(e) => e,
+        HeaderError::Io(_) => NpyError::BadHeader("file ends inside the header".into()),
+    })?;
+    let data = bytes.get(header_len..).unwrap_or_default();
+    let (count, itemsize) = check_header(&header)?;
+    if count * itemsize != data.len() as u128 {
+        return Err(NpyError::DataSize {
+            shape: header.shape,
+            expected: count * itemsize,
+            found: data.len(),
+        });
+    }
+    let mut values = Vec::with_capacity(count as usize);
+    convert(data, itemsize, &mut values);
+    Ok((header.shape, values))
+}
+
+/// Appends the little-endian `<f4` or `<f8` (by `itemsize`) values of `data` as f32.
+fn convert(data: &[u8], itemsize: u128, out: &mut Vec<f32>) {
+    if itemsize == 4 {
+        out.extend(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))),
+        );
+    } else {
+        out.extend(
+            data.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32),
+        );
+    }
+}
+
+enum HeaderError {
+    Npy(NpyError),
+    Io(std::io::Error),
+}
+
+impl From<NpyError> for HeaderError {
+    fn from(e: NpyError) -> Self {
+        HeaderError::Npy(e)
+    }
+}
+
+/// Reads the magic string, version, header length and header (at most [`MAX_HEADER_LEN`]
+/// bytes) and returns the parsed header and the offset of the data.
+fn read_header(r: &mut impl Read) -> Result<(Header, usize), HeaderError> {
     let truncated = || NpyError::BadHeader("file ends inside the header".into());
-    let (header_len, rest) = match (major, minor) {
+    let mut start = [0u8; 8];
+    if let Err(e) = r.read_exact(&mut start) {
+        return Err(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => NpyError::NotNpy.into(),
+            _ => HeaderError::Io(e),
+        });
+    }
+    if &start[..6] != MAGIC {
+        return Err(NpyError::NotNpy.into());
+    }
+    let eof = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => HeaderError::Npy(truncated()),
+        _ => HeaderError::Io(e),
+    };
+    let (major, minor) = (start[6], start[7]);
+    let (header_len, prefix) = match (major, minor) {
         (1, 0) => {
-            let (len, rest) = rest.split_at_checked(2).ok_or_else(truncated)?;
-            (usize::from(u16::from_le_bytes([len[0], len[1]])), rest)
+            let mut len = [0u8; 2];
+            r.read_exact(&mut len).map_err(eof)?;
+            (usize::from(u16::from_le_bytes(len)), 10)
         }
         (2 | 3, 0) => {
-            let (len, rest) = rest.split_at_checked(4).ok_or_else(truncated)?;
-            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
-            (usize::try_from(len).map_err(|_| truncated())?, rest)
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len).map_err(eof)?;
+            (
+                usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX),
+                12,
+            )
         }
-        _ => return Err(NpyError::UnsupportedVersion(major, minor)),
+        _ => return Err(NpyError::UnsupportedVersion(major, minor).into()),
     };
-    let (header, data) = rest.split_at_checked(header_len).ok_or_else(truncated)?;
-    let header = std::str::from_utf8(header)
+    if header_len > MAX_HEADER_LEN {
+        return Err(NpyError::BadHeader(format!(
+            "the header claims {header_len} bytes: at most {MAX_HEADER_LEN} are accepted"
+        ))
+        .into());
+    }
+    let mut header = vec![0u8; header_len];
+    r.read_exact(&mut header).map_err(eof)?;
+    let header = std::str::from_utf8(&header)
         .map_err(|_| NpyError::BadHeader("header is not UTF-8 text".into()))?;
-    let header = parse_header(header)?;
+    Ok((parse_header(header)?, prefix + header_len))
+}
 
+/// Checks the dtype, order, rank and size of a header; returns the element count and size.
+fn check_header(header: &Header) -> Result<(u128, u128), NpyError> {
     let itemsize: u128 = match header.descr.as_str() {
         "<f4" => 4,
         "<f8" => 8,
@@ -101,28 +244,23 @@ pub fn parse_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     if header.fortran_order {
         return Err(NpyError::FortranOrder);
     }
+    if header.shape.len() > MAX_DIMS {
+        return Err(NpyError::BadHeader(format!(
+            "shape has {} dimensions: at most {MAX_DIMS} are supported",
+            header.shape.len()
+        )));
+    }
     let count = header
         .shape
         .iter()
         .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
-    let expected = count.and_then(|c| c.checked_mul(itemsize));
-    if expected != Some(data.len() as u128) {
-        return Err(NpyError::DataSize {
-            shape: header.shape,
-            expected: expected.unwrap_or(u128::MAX),
-            found: data.len(),
-        });
+    match count {
+        Some(c) if c <= MAX_ELEMENTS => Ok((c, itemsize)),
+        _ => Err(NpyError::TooLarge {
+            shape: header.shape.clone(),
+            elements: count.unwrap_or(u128::MAX),
+        }),
     }
-    let values = if itemsize == 4 {
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-            .collect()
-    } else {
-        data.chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-            .collect()
-    };
-    Ok((header.shape, values))
 }
 
 /// Writes `data` with `shape` as a version 1.0 `<f4` `.npy` file, atomically.

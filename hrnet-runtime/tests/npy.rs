@@ -143,8 +143,23 @@ fn refused_variants_are_clear_errors() {
                 "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296, 4294967296, 4294967296), }",
                 &four,
             ),
-            "has 16 bytes",
+            "more than 2^128 elements: the limit is 268435456",
         ),
+        (
+            npy_with(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (16384, 16385), }",
+                &four,
+            ),
+            "has 268451840 elements: the limit is 268435456",
+        ),
+        (
+            npy_with(
+                &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", "1, ".repeat(33)),
+                &four,
+            ),
+            "33 dimensions: at most 32",
+        ),
+        (b"\x93NUMPY\x02\x00\x00\x00\x00\x40{".to_vec(), "claims 1073741824 bytes"),
         (npy_with("{'descr': '<f4', 'shape': (4,), }", &four), "fortran_order"),
         (npy_with("{'descr': '<f4', 'fortran_order': False, 'shape': [4], }", &four), "shape"),
         (b"\x93NUMPY\x04\x00".to_vec(), "version 4.0"),
@@ -163,4 +178,78 @@ fn refused_variants_are_clear_errors() {
     }
     let e = npy::read_f32(fixture("tiny_pose/does_not_exist.npy")).expect_err("missing");
     assert!(e.to_string().contains("does_not_exist.npy"), "{e}");
+}
+
+#[test]
+fn files_are_checked_before_their_data_is_read() {
+    let dir = scratch("limits");
+    // A header that claims 2^28 floats (1 GiB) over 16 bytes of data: refused from the
+    // file's length, before anything is allocated for the data.
+    let path = dir.join("short.npy");
+    std::fs::write(
+        &path,
+        npy_with(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (16384, 16384), }",
+            &[0u8; 16],
+        ),
+    )
+    .unwrap();
+    let e = npy::read_f32(&path).expect_err("short");
+    assert!(
+        matches!(
+            &e,
+            NpyError::DataSize {
+                expected: 1073741824,
+                found: 16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Over the element limit.
+    std::fs::write(
+        &path,
+        npy_with(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 268435457), }",
+            &[0u8; 16],
+        ),
+    )
+    .unwrap();
+    let e = npy::read_f32(&path).expect_err("huge");
+    assert!(
+        matches!(
+            &e,
+            NpyError::TooLarge {
+                elements: 268435457,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Longer than the shape says.
+    let mut long = npy_with(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+        &[0u8; 8],
+    );
+    long.push(0);
+    std::fs::write(&path, long).unwrap();
+    let e = npy::read_f32(&path).expect_err("long");
+    assert!(
+        matches!(
+            &e,
+            NpyError::DataSize {
+                expected: 8,
+                found: 9,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A valid file still round-trips through the streaming reader.
+    npy::write_f32(&path, &[3, 1], &[1.0, 2.0, 3.0]).unwrap();
+    assert_eq!(
+        npy::read_f32(&path).unwrap(),
+        (vec![3, 1], vec![1.0, 2.0, 3.0])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -179,3 +179,64 @@ fn jpeg_and_png_read_and_bad_files_are_clear_errors() {
     let e = save_png(&img, &dir.join("no_such_dir/x.png")).unwrap_err();
     assert!(matches!(e, PoseError::Image { .. }), "{e}");
 }
+
+/// A PNG of `width × height` pixels of colour type `color` (0 grey, 2 RGB) at 8 bits whose
+/// pixel data is never valid: only its header can be read.
+fn png_header_only(width: u32, height: u32, color: u8) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [kind, data].concat();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", b"\x78\x9c\x03\x00");
+    chunk(b"IEND", b"");
+    out
+}
+
+#[test]
+fn huge_images_are_refused_from_their_header() {
+    let dir = out_dir();
+    // 20000x20000 grey: 400 MB decoded, 1.2 GB as RGB, 1.2 GB more for a drawing copy.
+    let grey = dir.join("huge_grey.png");
+    std::fs::write(&grey, png_header_only(20000, 20000, 0)).unwrap();
+    let e = load_rgb(&grey).unwrap_err();
+    assert!(matches!(e, PoseError::ImageFileTooLarge { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("huge_grey.png"), "{text}");
+    assert!(text.contains("20000x20000"), "{text}");
+    assert!(text.contains("2800000000 bytes"), "{text}");
+    assert!(text.contains("the limit is 1073741824"), "{text}");
+    // Over the side limit, however small.
+    let wide = dir.join("wide.png");
+    std::fs::write(&wide, png_header_only(40000, 1, 2)).unwrap();
+    let e = load_rgb(&wide).unwrap_err();
+    assert!(
+        e.to_string().contains("40000x1") && e.to_string().contains("32767"),
+        "{e}"
+    );
+    // Just under the byte limit passes the check (and then fails on the bad pixel data).
+    assert!(hrnet_runtime::pose::image_bytes(10000, 10000, image::ColorType::Rgb8) < 1 << 30);
+    let ok_size = dir.join("big_rgb.png");
+    std::fs::write(&ok_size, png_header_only(10000, 10000, 2)).unwrap();
+    assert!(matches!(load_rgb(&ok_size), Err(PoseError::Image { .. })));
+}

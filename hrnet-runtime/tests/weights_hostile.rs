@@ -2,10 +2,60 @@
 //! panic, an over-read or a huge allocation), and pickles that name `os.system` must be refused
 //! by name without anything running.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::{Cursor, Write};
 use std::path::PathBuf;
 
-use hrnet_runtime::weights::{self, pickle::PickleErrorKind, Checkpoint, TensorData, WeightError};
+use hrnet_runtime::weights::{
+    self, pickle::PickleErrorKind, BindOptions, BindProblem, Checkpoint, DType, Format, Tensor,
+    TensorData, TensorSpec, WeightError,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Peak memory of the current thread, while tracking
+
+struct Tracking;
+
+thread_local! {
+    static TRACK: Cell<bool> = const { Cell::new(false) };
+    static HELD: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // `try_with`: the thread-locals may be gone while a thread exits.
+        if TRACK.try_with(Cell::get).unwrap_or(false) {
+            let held = HELD.with(|h| h.get()) + layout.size() as isize;
+            HELD.with(|h| h.set(held));
+            PEAK.with(|p| p.set(p.get().max(held)));
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if TRACK.try_with(Cell::get).unwrap_or(false) {
+            HELD.with(|h| h.set(h.get() - layout.size() as isize));
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Tracking = Tracking;
+
+/// Runs `f` and returns its result and the most heap memory the thread held meanwhile.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    HELD.with(|h| h.set(0));
+    PEAK.with(|p| p.set(0));
+    TRACK.with(|t| t.set(true));
+    let out = f();
+    TRACK.with(|t| t.set(false));
+    (out, PEAK.with(Cell::get).max(0) as usize)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -636,4 +686,268 @@ fn system_calls_are_refused_and_never_run() {
     );
     assert!(!marker.exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time and memory out of proportion to the file
+
+#[test]
+fn many_dimensions_are_refused_by_name() {
+    let s = floats([1.0, 2.0]);
+    // 100,000 dimensions of size 1 (a 1 MB pickle): the gather used to be quadratic.
+    let ones = vec![1u32; 100_000];
+    let mut size = ones.clone();
+    size.push(2);
+    let pkl = state_dict(&[("w", "0", 2, 0, &size, &size)]);
+    let e = err_of(&torch_zip(&pkl, &[("0", &s)]));
+    assert!(
+        matches!(&e, WeightError::TooManyDims { name, rank: 100_001, squeezed: false, .. } if name == "w"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("'w'"), "{e}");
+    // Nine dimensions other than 1.
+    let nine = [2u32; 9];
+    let stride = [0u32; 9];
+    let pkl = state_dict(&[("w9", "0", 2, 0, &nine, &stride)]);
+    let e = err_of(&legacy(&pkl, &[("0", 2, &s)]));
+    assert!(
+        matches!(&e, WeightError::TooManyDims { name, rank: 9, squeezed: true, max: 8 } if name == "w9"),
+        "{e}"
+    );
+    // 60 dimensions of size 1 with odd strides around a transposed 2x3: loads, correctly.
+    let mut size = vec![1u32; 30];
+    size.extend([3, 2]);
+    size.extend([1u32; 30]);
+    let mut stride = vec![7u32; 30];
+    stride.extend([1, 3]);
+    stride.extend([5u32; 30]);
+    let pkl = state_dict(&[("t", "0", 6, 0, &size, &stride)]);
+    let s6 = floats((0..6).map(|i| i as f32));
+    let c = weights::load_bytes(&torch_zip(&pkl, &[("0", &s6)])).expect("loads");
+    assert_eq!(f32s(&c, "t"), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    assert_eq!(c.get("t").map(|t| t.shape.len()), Some(62));
+}
+
+#[test]
+fn views_cannot_decode_much_more_than_the_file() {
+    // One 4 MB storage viewed by 16 tensors (tied weights and stride-0 broadcasts): 64 MB
+    // decoded from a 4 MB file. The reader stops at 4 bytes decoded per byte of file.
+    let n = 1u32 << 20;
+    let data = floats((0..n).map(|i| i as f32));
+    let mut tensors: Vec<(String, [u32; 2], [u32; 2])> = Vec::new();
+    for i in 0..16 {
+        let (size, stride) = if i % 2 == 0 {
+            ([1024, 1024], [1024, 1])
+        } else {
+            ([1024, 1024], [0, 1])
+        };
+        tensors.push((format!("w{i}"), size, stride));
+    }
+    let entries: Vec<TensorEntry> = tensors
+        .iter()
+        .map(|(name, size, stride)| (name.as_str(), "0", n, 0, &size[..], &stride[..]))
+        .collect();
+    let pkl = state_dict(&entries);
+    let file = torch_zip(&pkl, &[("0", &data)]);
+    let (e, peak) = peak_of(|| err_of(&file));
+    assert!(
+        matches!(e, WeightError::TooLarge { file_len, .. } if file_len == file.len()),
+        "{e}"
+    );
+    assert!(
+        peak < 6 * file.len(),
+        "held {peak} bytes reading a {}-byte file",
+        file.len()
+    );
+    // Four of them fit.
+    let pkl = state_dict(&entries[..4]);
+    let c = weights::load_bytes(&torch_zip(&pkl, &[("0", &data)])).expect("4 views load");
+    assert_eq!(f32s(&c, "w1")[1024..1027], [0.0, 1.0, 2.0]);
+}
+
+#[test]
+fn a_memo_bomb_stops_early() {
+    // A 4 KiB string, memoized and fetched 1.25 million times: a 2.5 MB pickle whose copies
+    // would take 5 GB. The reader must stop having held a small multiple of its size.
+    let mut p = Pickle::new().str(&"x".repeat(4096)).raw(b"q\x00(");
+    p = p.raw(&b"h\x00".repeat(1_250_000));
+    let file = torch_zip(&p.raw(b"l").done(), &[]);
+    let (e, peak) = peak_of(|| err_of(&file));
+    assert!(
+        matches!(&e, WeightError::Pickle { source, .. } if source.kind == PickleErrorKind::TooLarge),
+        "{e}"
+    );
+    assert!(
+        peak < 12 * file.len(),
+        "held {peak} bytes reading a {}-byte pickle",
+        file.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepted while wrong
+
+/// Offset of the `n`-th occurrence of `needle`.
+fn find_nth(hay: &[u8], needle: &[u8], n: usize) -> usize {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .nth(n)
+        .expect("signature present")
+        .0
+}
+
+#[test]
+fn duplicate_zip_entries_are_refused_by_name() {
+    let pkl = state_dict(&[("w", "0", 1, 0, &[1], &[1])]);
+    let (a, b) = (floats([1.0]), floats([2.0]));
+    let mut z = torch_zip(&pkl, &[("0", &a), ("1", &b)]);
+    // Rename entry `archive/data/1` to `archive/data/0`, in its local header and the central
+    // directory: two different storages under one name.
+    for sig in [&b"PK\x03\x04"[..], b"PK\x01\x02"] {
+        let at = find_nth(&z, sig, 3);
+        let name_at = at + if sig == b"PK\x03\x04" { 30 } else { 46 };
+        assert_eq!(&z[name_at..name_at + 14], b"archive/data/1");
+        z[name_at + 13] = b'0';
+    }
+    let e = err_of(&z);
+    assert!(
+        matches!(&e, WeightError::Zip(m) if m.contains("'archive/data/0' appears twice")),
+        "{e}"
+    );
+}
+
+#[test]
+fn local_headers_must_match_the_central_directory() {
+    let pkl = state_dict(&[("w", "0", 1, 0, &[1], &[1])]);
+    let s = floats([1.0]);
+    let z = torch_zip(&pkl, &[("0", &s)]);
+    let storage = find_nth(&z, b"PK\x03\x04", 2);
+    assert_eq!(&z[storage + 30..storage + 44], b"archive/data/0");
+    // (what, offset in the local header, new byte)
+    for (what, offset, byte) in [
+        ("name", 30 + 13, b'9'),
+        ("compression", 8, 8),
+        ("compressed size", 18, 9),
+        ("size", 22, 9),
+        ("crc", 14, 0),
+    ] {
+        let mut bad = z.clone();
+        bad[storage + offset] = byte;
+        let e = err_of(&bad);
+        assert!(
+            matches!(&e, WeightError::Zip(m) if m.contains("entry 'archive/data/0'")),
+            "{what}: {e}"
+        );
+    }
+}
+
+#[test]
+fn data_descriptors_must_match_the_central_directory() {
+    // torch.save writes data descriptors (the local sizes are zero, the real ones follow the
+    // data); one that disagrees with the central directory is refused by entry name.
+    let good = fixture("weights.pth");
+    let mut archive = zip::ZipArchive::new(Cursor::new(&good[..])).expect("zip");
+    let (name, end) = {
+        let f = archive.by_name("weights/data.pkl").expect("data.pkl");
+        (
+            f.name().expect("UTF-8 name").to_string(),
+            f.data_start().expect("data start") + f.compressed_size(),
+        )
+    };
+    let mut bad = good.clone();
+    let at = end as usize
+        + if bad[end as usize..].starts_with(b"PK\x07\x08") {
+            4
+        } else {
+            0
+        };
+    bad[at + 4] ^= 1; // the compressed size
+    let e = err_of(&bad);
+    assert!(
+        matches!(&e, WeightError::Zip(m) if m.contains(&format!("entry '{name}'")) && m.contains("descriptor")),
+        "{e}"
+    );
+}
+
+#[test]
+fn one_storage_as_two_types_is_refused_by_name() {
+    let pkl = Pickle::new()
+        .raw(b"}(")
+        .str("a")
+        .typed_tensor("FloatStorage", "0", 2, 0, &[2], &[1])
+        .str("b")
+        .typed_tensor("IntStorage", "0", 2, 0, &[2], &[1])
+        .raw(b"u")
+        .done();
+    let s = floats([1.0, 2.0]);
+    for bytes in [torch_zip(&pkl, &[("0", &s)]), legacy(&pkl, &[("0", 2, &s)])] {
+        let e = err_of(&bytes);
+        assert!(
+            matches!(&e, WeightError::StorageConflict { key, .. } if key == "0"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("2 × f32 and as 2 × i32"), "{e}");
+    }
+}
+
+#[test]
+fn non_finite_weights_and_negative_variances_are_refused_by_name() {
+    let t = |v: Vec<f32>| Tensor {
+        shape: vec![v.len()],
+        dtype: DType::F32,
+        data: TensorData::F32(v),
+    };
+    let ckpt = Checkpoint::new(
+        Format::Safetensors,
+        false,
+        vec![
+            ("conv.weight".into(), t(vec![1.0, f32::NAN, f32::INFINITY])),
+            ("bn.running_var".into(), t(vec![1.0, -0.5, 2.0])),
+            ("bn.running_mean".into(), t(vec![-1.0, -0.5, 2.0])),
+            ("bn.weight".into(), t(vec![1.0, 1.0, f32::NEG_INFINITY])),
+        ],
+    )
+    .expect("names are distinct");
+    let specs: Vec<TensorSpec> = [
+        "conv.weight",
+        "bn.running_var",
+        "bn.running_mean",
+        "bn.weight",
+    ]
+    .iter()
+    .map(|n| TensorSpec::new(*n, [3]))
+    .collect();
+    let e = ckpt.bind(&specs, BindOptions::default()).unwrap_err();
+    assert_eq!(
+        e.problems,
+        [
+            BindProblem::NonFinite {
+                name: "conv.weight".into(),
+                count: 2,
+                index: 1,
+                value: "NaN".into()
+            },
+            BindProblem::NegativeVariance {
+                name: "bn.running_var".into(),
+                index: 1,
+                value: "-0.5".into()
+            },
+            BindProblem::NonFinite {
+                name: "bn.weight".into(),
+                count: 1,
+                index: 2,
+                value: "-inf".into()
+            },
+        ]
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("tensor 'conv.weight': 2 values are not finite"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tensor 'bn.running_var': running variance -0.5 of channel 1 is negative"),
+        "{text}"
+    );
 }

@@ -2,9 +2,11 @@
 //!
 //! Three steps, as in naga's WGSL front end: [`config`] mirrors the YAML one-to-one (serde),
 //! [`resolve`] checks the cross-field rules and computes per-branch channels, and
-//! [`crate::lower`] builds the graph. No petgraph type appears before lowering.
+//! [`crate::lower`] builds the graph. No petgraph type appears before lowering. [`limits`]
+//! bounds the text before serde_yaml reads it and the resolved network's memory.
 
 pub mod config;
+pub mod limits;
 pub mod resolve;
 pub mod spans;
 
@@ -43,6 +45,7 @@ impl std::error::Error for ConfigError {}
 
 /// Parses and validates an experiment file's text.
 pub fn parse(src: &str) -> Result<Network, ConfigError> {
+    limits::prescan(src)?;
     let spans = spans::Spans::index(src);
     let meaningful = src.lines().any(|l| {
         let t = l.trim();

@@ -2,7 +2,8 @@
 //!
 //! Every rule the official model code relies on implicitly is checked here explicitly, with
 //! the key path and line of the offending value. Limits keep any config from making the
-//! compiler (or a run) allocate absurd amounts of memory.
+//! compiler (or a run) allocate absurd amounts of memory; the whole network's parameters and
+//! activations are bounded in [`super::limits`].
 
 use super::config::{Experiment, Stage};
 use super::spans::Spans;
@@ -414,6 +415,7 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         bilinear_exchange,
     };
     net.check_input_size().map_err(|m| err(size_path, m))?;
+    super::limits::check_network(&net, spans)?;
     Ok(net)
 }
 

@@ -12,10 +12,14 @@
 //!
 //! If a worker that did join a job stalls (preempted for more than [`STALL`]), the pool runs the
 //! next [`BACKOFF_JOBS`] jobs on the caller alone, so an oversubscribed machine degrades to
-//! one-thread speed instead of waiting for time slices.
+//! one-thread speed instead of waiting for time slices. The stall is measured with a [`Clock`]
+//! ([`MonotonicClock`] unless [`Pool::with_clock`] is given another), so tests can make a worker
+//! stall without depending on how the OS schedules it.
 //!
 //! Concurrent or nested calls to `run` on the same pool are safe: the second caller simply runs
-//! its tasks serially on its own thread.
+//! its tasks serially on its own thread. A task's panic is re-raised in the caller of the job it
+//! belongs to, and only there: the caller takes the panic flag of its job before it lets another
+//! job start.
 
 use std::cell::UnsafeCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,6 +45,46 @@ pub const BACKOFF_JOBS: usize = 100;
 const WAIT_SPINS: u32 = 1 << 12;
 
 type Job = dyn Fn(usize, usize) + Sync;
+
+/// A monotonic time source for the pool's stall detection (see [`STALL`]).
+pub trait Clock: Send + Sync {
+    /// Time since an arbitrary fixed origin; never decreases.
+    fn now(&self) -> Duration;
+}
+
+/// A shared clock (the caller keeps a handle to it, e.g. to advance a test clock).
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+}
+
+/// The real clock ([`Instant`]), the default of [`Pool::new`].
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    pub fn new() -> MonotonicClock {
+        MonotonicClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> MonotonicClock {
+        MonotonicClock::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
 
 /// State shared between the caller of [`Pool::run`] and the workers.
 struct Shared {
@@ -78,6 +122,7 @@ pub struct Pool {
     threads: usize,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    clock: Box<dyn Clock>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -92,6 +137,12 @@ impl Pool {
     /// A pool running tasks on `threads` threads in total (the caller included); `threads` of 0
     /// is treated as 1. With 1 thread no worker is started.
     pub fn new(threads: usize) -> Pool {
+        Pool::with_clock(threads, Box::new(MonotonicClock::new()))
+    }
+
+    /// Like [`Pool::new`], with `clock` measuring how long the caller waits for a worker (the
+    /// stall detection of [`STALL`]; the workers' spin-then-park timing stays on real time).
+    pub fn with_clock(threads: usize, clock: Box<dyn Clock>) -> Pool {
         let threads = threads.max(1);
         let n_workers = threads - 1;
         let noop: &'static Job = &|_, _| {};
@@ -121,6 +172,7 @@ impl Pool {
             threads,
             shared,
             workers,
+            clock,
         }
     }
 
@@ -143,8 +195,17 @@ impl Pool {
             return;
         }
         let s = &*self.shared;
-        if s.serial_jobs.load(Ordering::Relaxed) > 0 {
-            s.serial_jobs.fetch_sub(1, Ordering::Relaxed);
+        // Take one back-off job, if any are left: a decrement that cannot pass zero, even when
+        // several callers race for the last one.
+        let serial = s
+            .serial_jobs
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                #[cfg(test)]
+                hook::fire(hook::Point::SerialDecision);
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if serial {
             for t in 0..n_tasks {
                 f(t, 0);
             }
@@ -195,17 +256,22 @@ impl Pool {
             if spins < WAIT_SPINS {
                 std::hint::spin_loop();
             } else {
-                slow_since.get_or_insert_with(Instant::now);
+                slow_since.get_or_insert_with(|| self.clock.now());
                 thread::yield_now();
             }
         }
-        if slow_since.is_some_and(|t| t.elapsed() > STALL) {
+        if slow_since.is_some_and(|t| self.clock.now().saturating_sub(t) > STALL) {
             // The worker stalled: run the next jobs on this thread alone rather than wait
             // for a core the machine does not give us.
             s.serial_jobs.store(BACKOFF_JOBS, Ordering::Relaxed);
         }
-        s.busy.store(false, Ordering::Release);
+        // Every worker of this job has bumped `done` after setting `panicked` (the Acquire
+        // above pairs with their Release), and no other job can start before `busy` is
+        // released: the flag is this job's, so take it first.
         let worker_panicked = s.panicked.swap(false, Ordering::Relaxed);
+        s.busy.store(false, Ordering::Release);
+        #[cfg(test)]
+        hook::fire(hook::Point::Released);
         if let Err(e) = res {
             std::panic::resume_unwind(e);
         }
@@ -294,5 +360,149 @@ fn worker(s: &Shared, index: usize) {
             s.panicked.store(true, Ordering::Relaxed);
         }
         s.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Test hooks: code to run on the calling thread at a fixed point of [`Pool::run`], so a test
+/// can put another caller's job exactly into a window of the protocol.
+#[cfg(test)]
+mod hook {
+    use std::cell::RefCell;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Point {
+        /// Inside the decision whether to take a back-off job: `serial_jobs` has been read,
+        /// the decrement is not committed yet.
+        SerialDecision,
+        /// Right after `busy` is released.
+        Released,
+    }
+
+    type Hook = Box<dyn FnOnce()>;
+
+    thread_local! {
+        static HOOKS: RefCell<Vec<(Point, Hook)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` the next time this thread reaches `point` (once).
+    pub(super) fn set(point: Point, f: impl FnOnce() + 'static) {
+        HOOKS.with(|h| h.borrow_mut().push((point, Box::new(f))));
+    }
+
+    pub(super) fn fire(point: Point) {
+        let f = HOOKS.with(|h| {
+            let mut h = h.borrow_mut();
+            let i = h.iter().position(|(p, _)| *p == point)?;
+            Some(h.remove(i).1)
+        });
+        if let Some(f) = f {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A clock that never advances: no wait ever counts as a stall.
+    struct Frozen;
+    impl Clock for Frozen {
+        fn now(&self) -> Duration {
+            Duration::ZERO
+        }
+    }
+
+    fn pool2() -> Arc<Pool> {
+        Arc::new(Pool::with_clock(2, Box::new(Frozen)))
+    }
+
+    /// Runs a two-task job with one task on the caller and one (`on_worker`) on the worker:
+    /// each task first waits until the other thread has started one (the job's slots stay open
+    /// until the caller's own tasks are done, so the worker joins however late it is scheduled).
+    fn with_worker(pool: &Pool, on_worker: &(dyn Fn() + Sync)) {
+        let started = [AtomicBool::new(false), AtomicBool::new(false)];
+        pool.run(2, &|_, th| {
+            let me = th.min(1);
+            started[me].store(true, Ordering::Release);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !started[1 - me].load(Ordering::Acquire) {
+                assert!(Instant::now() < deadline, "the worker never joined the job");
+                thread::yield_now();
+            }
+            if th != 0 {
+                on_worker();
+            }
+        });
+    }
+
+    #[test]
+    fn a_worker_panic_is_reported_to_its_own_caller_only() {
+        let pool = pool2();
+        // As soon as the panicking job releases the pool, this thread runs another job on it
+        // (in parallel, since `busy` is free): it must not inherit the first job's panic.
+        let inner = Arc::new(AtomicUsize::new(0));
+        let (p, i) = (Arc::clone(&pool), Arc::clone(&inner));
+        hook::set(hook::Point::Released, move || {
+            let ok = catch_unwind(AssertUnwindSafe(|| {
+                with_worker(&p, &|| {});
+            }))
+            .is_ok();
+            i.store(if ok { 1 } else { 2 }, Ordering::SeqCst);
+        });
+        let outer = catch_unwind(AssertUnwindSafe(|| {
+            with_worker(&pool, &|| panic!("task on the worker fails"));
+        }));
+        assert_eq!(
+            inner.load(Ordering::SeqCst),
+            1,
+            "the next job inherited the panic"
+        );
+        assert!(outer.is_err(), "the panicking job returned normally");
+        assert!(!pool.shared.panicked.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn racing_for_the_last_back_off_job_never_wraps_the_counter() {
+        let pool = pool2();
+        pool.shared.serial_jobs.store(1, Ordering::Relaxed);
+        // Between this caller's read of the counter and its decrement, another caller takes
+        // the last back-off job.
+        let other_serial = Arc::new(AtomicBool::new(false));
+        let (p, o) = (Arc::clone(&pool), Arc::clone(&other_serial));
+        hook::set(hook::Point::SerialDecision, move || {
+            thread::scope(|sc| {
+                sc.spawn(|| {
+                    let on_worker = AtomicBool::new(false);
+                    p.run(8, &|_, th| {
+                        if th != 0 {
+                            on_worker.store(true, Ordering::Relaxed);
+                        }
+                    });
+                    o.store(!on_worker.load(Ordering::Relaxed), Ordering::SeqCst);
+                });
+            });
+        });
+        with_worker(&pool, &|| {});
+        assert!(
+            other_serial.load(Ordering::SeqCst),
+            "the other caller ran in parallel"
+        );
+        assert_eq!(pool.shared.serial_jobs.load(Ordering::Relaxed), 0);
+        // Still parallel afterwards.
+        with_worker(&pool, &|| {});
+    }
+
+    #[test]
+    fn back_off_jobs_are_counted_down_to_zero() {
+        let pool = pool2();
+        pool.shared.serial_jobs.store(3, Ordering::Relaxed);
+        for left in (0..3).rev() {
+            pool.run(8, &|_, th| assert_eq!(th, 0));
+            assert_eq!(pool.shared.serial_jobs.load(Ordering::Relaxed), left);
+        }
+        with_worker(&pool, &|| {});
+        assert_eq!(pool.shared.serial_jobs.load(Ordering::Relaxed), 0);
     }
 }

@@ -99,34 +99,111 @@ fn capsule(img: &mut image::RgbImage, p: (f64, f64), q: (f64, f64), r: f64, colo
     }
 }
 
+/// Largest image side [`load_rgb`] accepts: the warp's limit (OpenCV's 16-bit coordinates).
+pub const MAX_IMAGE_SIDE: u32 = 32767;
+
+/// Most memory [`load_rgb`] lets an image take, in bytes: the decoded pixels, their RGB
+/// conversion and one more RGB copy (a canvas to draw on) together. 1 GiB: a 100-megapixel
+/// photo fits.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Bytes loading a `width × height` image decoded as `color` takes by [`MAX_IMAGE_BYTES`]'
+/// count: the decoded pixels, the RGB conversion (none when it decodes as RGB already), and
+/// one RGB copy.
+pub fn image_bytes(width: u32, height: u32, color: image::ColorType) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let decoded = pixels * u64::from(color.bytes_per_pixel());
+    let rgb = pixels * 3;
+    let conversion = if color == image::ColorType::Rgb8 {
+        0
+    } else {
+        rgb
+    };
+    decoded + conversion + rgb
+}
+
 /// Reads a JPEG or PNG file as 8-bit RGB. With the `jpeg` feature (default), JPEG files give
 /// exactly OpenCV's pixels ([`super::jpeg`]); other formats go through the `image` crate.
 ///
-/// Errors: [`PoseError::Image`] naming the file when it cannot be opened or decoded.
+/// The size in the file's header is checked against [`MAX_IMAGE_SIDE`] and
+/// [`MAX_IMAGE_BYTES`] before any pixel is decoded: a small file can declare a huge image.
+///
+/// Errors: [`PoseError::Image`] naming the file when it cannot be opened or decoded,
+/// [`PoseError::ImageFileTooLarge`] when it declares a size over the limits.
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, PoseError> {
     #[cfg(feature = "jpeg")]
     if let Some(img) = super::jpeg::load_if_jpeg(path)? {
         return Ok(img);
     }
-    let img = image::ImageReader::open(path)
-        .map_err(|e| PoseError::Image {
-            path: path.to_path_buf(),
-            source: image::ImageError::IoError(e),
-        })?
-        .with_guessed_format()
-        .map_err(|e| PoseError::Image {
-            path: path.to_path_buf(),
-            source: image::ImageError::IoError(e),
-        })?
-        .decode()
-        .map_err(|source| PoseError::Image {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if img.width() == 0 || img.height() == 0 {
+    let io_err = |e| PoseError::Image {
+        path: path.to_path_buf(),
+        source: image::ImageError::IoError(e),
+    };
+    read_rgb(image::ImageReader::open(path).map_err(io_err)?, path)
+}
+
+/// [`load_rgb`] for a file's bytes already in memory (errors name the path `<memory>`).
+pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, PoseError> {
+    #[cfg(feature = "jpeg")]
+    if super::jpeg::is_jpeg(bytes) {
+        return super::jpeg::decode_rgb(bytes)
+            .map_err(|e| super::jpeg::as_pose_error(Path::new("<memory>"), e));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    read_rgb(reader, Path::new("<memory>"))
+}
+
+fn read_rgb<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    path: &Path,
+) -> Result<image::RgbImage, PoseError> {
+    let image_err = |source| PoseError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    let io_err = |e| image_err(image::ImageError::IoError(e));
+    let mut reader = reader.with_guessed_format().map_err(io_err)?;
+    // Reads the header only; the limits are checked below, with the size in the message.
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(image_err)?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let color = image::ImageDecoder::color_type(&decoder);
+    if width == 0 || height == 0 {
         return Err(PoseError::EmptyImage);
     }
-    Ok(img.to_rgb8())
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(too_large(
+            path,
+            (width, height),
+            format!("is larger than {MAX_IMAGE_SIDE} pixels on a side"),
+        ));
+    }
+    let bytes = image_bytes(width, height, color);
+    if bytes > MAX_IMAGE_BYTES {
+        return Err(too_large(
+            path,
+            (width, height),
+            format!(
+                "({color:?}) needs {bytes} bytes to load as RGB (pixels, RGB conversion and a copy): the limit is {MAX_IMAGE_BYTES}"
+            ),
+        ));
+    }
+    // The decoder's own allocations stay within the same budget.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    image::ImageDecoder::set_limits(&mut decoder, limits).map_err(image_err)?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(image_err)?;
+    Ok(img.into_rgb8())
+}
+
+fn too_large(path: &Path, (w, h): (u32, u32), what: String) -> PoseError {
+    PoseError::ImageFileTooLarge {
+        path: path.to_path_buf(),
+        size: format!("{w}x{h} "),
+        what,
+    }
 }
 
 /// Writes an RGB image as PNG.

@@ -121,11 +121,21 @@ pub fn load_if_jpeg(path: &Path) -> Result<Option<image::RgbImage>, super::PoseE
     if !is_jpeg(&data) {
         return Ok(None);
     }
-    file.read_to_end(&mut data).map_err(io_error)?;
-    decode_rgb(&data).map(Some).map_err(|e| {
-        let hint = image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg);
-        image_error(image::ImageError::Decoding(
-            image::error::DecodingError::new(hint, e),
-        ))
-    })
+    // At most the bytes an image may take in memory: a JPEG file is smaller than its pixels.
+    (&mut file)
+        .take(super::MAX_IMAGE_BYTES)
+        .read_to_end(&mut data)
+        .map_err(io_error)?;
+    decode_rgb(&data)
+        .map(Some)
+        .map_err(|e| as_pose_error(path, e))
+}
+
+/// A JPEG decoding error as the pose pipeline reports image errors (naming the file).
+pub(crate) fn as_pose_error(path: &Path, e: JpegError) -> super::PoseError {
+    let hint = image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg);
+    super::PoseError::Image {
+        path: path.to_path_buf(),
+        source: image::ImageError::Decoding(image::error::DecodingError::new(hint, e)),
+    }
 }

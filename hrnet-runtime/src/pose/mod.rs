@@ -72,7 +72,10 @@ use std::path::PathBuf;
 
 pub use decode::{decode_heatmaps, flip_average, HeatmapShape, Keypoint};
 #[cfg(feature = "image")]
-pub use draw::{draw_keypoints, load_rgb, save_png, DrawStyle};
+pub use draw::{
+    decode_rgb, draw_keypoints, image_bytes, load_rgb, save_png, DrawStyle, MAX_IMAGE_BYTES,
+    MAX_IMAGE_SIDE,
+};
 #[cfg(feature = "image")]
 pub use preprocess::{crop_person, preprocess};
 pub use preprocess::{flip_width, normalize_rgb};
@@ -179,6 +182,18 @@ pub enum PoseError {
     /// The model failed.
     #[error("the pose model failed: {0}")]
     Model(#[source] ModelError),
+    /// An image file whose header declares an image over [`draw::MAX_IMAGE_SIDE`] or
+    /// [`draw::MAX_IMAGE_BYTES`]; nothing was decoded.
+    #[error("image file {path}: the image {size}{what}")]
+    #[cfg(feature = "image")]
+    ImageFileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// `WxH ` when known.
+        size: String,
+        /// What is over which limit.
+        what: String,
+    },
     /// An image file that cannot be read, decoded or written.
     #[cfg(feature = "image")]
     #[error("image file {path}: {source}")]

@@ -1,7 +1,8 @@
 //! Strict binding: checking a checkpoint against the tensors a model needs.
 //!
 //! Every problem is collected before reporting, so one run shows all missing, mis-shaped and
-//! unexpected tensors. `*.num_batches_tracked` (a BatchNorm training counter) is optional and
+//! unexpected tensors, and every bound tensor holding NaN or infinity, or a negative BatchNorm
+//! running variance (each would make every output silently wrong). `*.num_batches_tracked` (a BatchNorm training counter) is optional and
 //! never counts as unexpected.
 
 use std::collections::HashSet;
@@ -94,6 +95,28 @@ pub enum BindProblem {
         /// Its stored type.
         dtype: super::DType,
     },
+    /// The checkpoint's tensor holds NaN or infinity, which would silently poison every
+    /// output.
+    NonFinite {
+        /// The tensor name.
+        name: String,
+        /// How many values are not finite.
+        count: usize,
+        /// Index (in C order) of the first.
+        index: usize,
+        /// The first such value (`NaN`, `inf` or `-inf`).
+        value: String,
+    },
+    /// A BatchNorm `running_var` with a negative value: a variance never is, and folding it
+    /// takes its square root.
+    NegativeVariance {
+        /// The tensor name.
+        name: String,
+        /// The channel.
+        index: usize,
+        /// The value, as printed.
+        value: String,
+    },
     /// The checkpoint has a tensor the model does not use.
     Unexpected {
         /// The tensor name.
@@ -120,6 +143,20 @@ impl fmt::Display for BindProblem {
             BindProblem::NotFloat { name, dtype } => write!(
                 f,
                 "tensor '{name}': expected a floating-point tensor, checkpoint has {dtype}"
+            ),
+            BindProblem::NonFinite {
+                name,
+                count,
+                index,
+                value,
+            } => write!(
+                f,
+                "tensor '{name}': {count} value{} not finite (the first, at index {index}, is {value}); weights must be finite numbers",
+                if *count == 1 { " is" } else { "s are" }
+            ),
+            BindProblem::NegativeVariance { name, index, value } => write!(
+                f,
+                "tensor '{name}': running variance {value} of channel {index} is negative"
             ),
             BindProblem::Unexpected { name, shape } => write!(
                 f,
@@ -151,6 +188,29 @@ impl fmt::Display for BindError {
     }
 }
 
+/// What is wrong with the values of the tensor `name`, if anything: a value that is not
+/// finite, or a negative BatchNorm running variance.
+fn check_values(name: &str, values: &[f32]) -> Option<BindProblem> {
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Some(BindProblem::NonFinite {
+            name: name.to_owned(),
+            count: values.iter().filter(|v| !v.is_finite()).count(),
+            index,
+            value: values[index].to_string(),
+        });
+    }
+    let is_variance = name == "running_var" || name.ends_with(".running_var");
+    let index = values
+        .iter()
+        .position(|&v| v < 0.0)
+        .filter(|_| is_variance)?;
+    Some(BindProblem::NegativeVariance {
+        name: name.to_owned(),
+        index,
+        value: values[index].to_string(),
+    })
+}
+
 fn is_optional(name: &str) -> bool {
     name == "num_batches_tracked" || name.ends_with(".num_batches_tracked")
 }
@@ -158,7 +218,8 @@ fn is_optional(name: &str) -> bool {
 impl Checkpoint {
     /// Checks the checkpoint against `specs` and returns their f32 values in spec order.
     ///
-    /// Each spec must name a floating-point tensor of exactly its shape, except that a missing
+    /// Each spec must name a floating-point tensor of exactly its shape with finite values
+    /// (and no negative value in a `*.running_var`), except that a missing
     /// `*.num_batches_tracked` is fine; checkpoint tensors no spec names are an error unless
     /// `opts.ignore_extra`, and `*.num_batches_tracked` is never one. All problems are
     /// reported together.
@@ -186,7 +247,10 @@ impl Checkpoint {
                 continue;
             }
             match t.as_f32() {
-                Some(values) => tensors.push(values.to_vec()),
+                Some(values) => {
+                    problems.extend(check_values(&spec.name, values));
+                    tensors.push(values.to_vec());
+                }
                 None => problems.push(BindProblem::NotFloat {
                     name: spec.name.clone(),
                     dtype: t.dtype,

@@ -325,13 +325,35 @@ pub enum WeightError {
     DuplicateName(String),
     /// The tensors would need far more memory than the file's size justifies.
     #[error(
-        "tensors declare {elements} elements in total, more than a {file_len}-byte file can hold"
+        "tensors would take {bytes} bytes once decoded, more than a {file_len}-byte file justifies (at most 4 bytes per byte of file)"
     )]
     TooLarge {
-        /// Elements declared so far.
-        elements: u128,
+        /// Decoded bytes of the tensors so far.
+        bytes: u128,
         /// Size of the file.
         file_len: usize,
+    },
+    /// A tensor with more dimensions than a network parameter has.
+    #[error("tensor '{name}': {rank} dimensions{}; at most {max} are supported", if *.squeezed { " other than 1" } else { "" })]
+    TooManyDims {
+        /// The tensor name.
+        name: String,
+        /// Its number of dimensions (of size other than 1 when `squeezed`).
+        rank: usize,
+        /// Whether `rank` counts only the dimensions of size other than 1.
+        squeezed: bool,
+        /// The limit.
+        max: usize,
+    },
+    /// One storage is viewed as two different element types (or sizes).
+    #[error("storage '{key}' is declared as {first} and as {second}")]
+    StorageConflict {
+        /// The storage key.
+        key: String,
+        /// The first declaration (`<n> × <dtype>`).
+        first: String,
+        /// A later, different one.
+        second: String,
     },
     /// Any other structural problem, described in words.
     #[error("invalid checkpoint: {0}")]
@@ -389,23 +411,39 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
 /// Converts little-endian raw elements of `dtype` to loaded values (a trailing partial element,
 /// which callers rule out beforehand, is ignored).
 fn decode(dtype: DType, raw: &[u8]) -> TensorData {
-    fn each<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
-        raw.chunks_exact(N)
-            .map(|c| f(c.try_into().unwrap_or([0; N])))
-            .collect()
+    let n = raw.len() / dtype.size();
+    decode_elements(dtype, n, raw.chunks_exact(dtype.size()))
+}
+
+/// Converts `count` raw elements of `dtype` (each a slice of `dtype.size()` little-endian
+/// bytes) to loaded values, in one allocation.
+fn decode_elements<'a>(
+    dtype: DType,
+    count: usize,
+    elements: impl Iterator<Item = &'a [u8]>,
+) -> TensorData {
+    fn each<'a, const N: usize, T>(
+        count: usize,
+        elements: impl Iterator<Item = &'a [u8]>,
+        f: impl Fn([u8; N]) -> T,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(count);
+        out.extend(elements.map(|c| f(c.try_into().unwrap_or([0; N]))));
+        out
     }
+    let e = elements;
     match dtype {
-        DType::F32 => TensorData::F32(each(raw, f32::from_le_bytes)),
-        DType::F64 => TensorData::F32(each(raw, |b| f64::from_le_bytes(b) as f32)),
-        DType::F16 => TensorData::F32(each(raw, |b| f16_to_f32(u16::from_le_bytes(b)))),
-        DType::BF16 => TensorData::F32(each(raw, |b| bf16_to_f32(u16::from_le_bytes(b)))),
-        DType::I64 => TensorData::I64(each(raw, i64::from_le_bytes)),
-        DType::I32 => TensorData::I64(each(raw, |b| i32::from_le_bytes(b).into())),
-        DType::U32 => TensorData::I64(each(raw, |b| u32::from_le_bytes(b).into())),
-        DType::I16 => TensorData::I64(each(raw, |b| i16::from_le_bytes(b).into())),
-        DType::U16 => TensorData::I64(each(raw, |b| u16::from_le_bytes(b).into())),
-        DType::I8 => TensorData::I64(each(raw, |b: [u8; 1]| i8::from_le_bytes(b).into())),
-        DType::U8 | DType::Bool => TensorData::I64(each(raw, |b: [u8; 1]| b[0].into())),
+        DType::F32 => TensorData::F32(each(count, e, f32::from_le_bytes)),
+        DType::F64 => TensorData::F32(each(count, e, |b| f64::from_le_bytes(b) as f32)),
+        DType::F16 => TensorData::F32(each(count, e, |b| f16_to_f32(u16::from_le_bytes(b)))),
+        DType::BF16 => TensorData::F32(each(count, e, |b| bf16_to_f32(u16::from_le_bytes(b)))),
+        DType::I64 => TensorData::I64(each(count, e, i64::from_le_bytes)),
+        DType::I32 => TensorData::I64(each(count, e, |b| i32::from_le_bytes(b).into())),
+        DType::U32 => TensorData::I64(each(count, e, |b| u32::from_le_bytes(b).into())),
+        DType::I16 => TensorData::I64(each(count, e, |b| i16::from_le_bytes(b).into())),
+        DType::U16 => TensorData::I64(each(count, e, |b| u16::from_le_bytes(b).into())),
+        DType::I8 => TensorData::I64(each(count, e, |b: [u8; 1]| i8::from_le_bytes(b).into())),
+        DType::U8 | DType::Bool => TensorData::I64(each(count, e, |b: [u8; 1]| b[0].into())),
     }
 }
 
@@ -433,10 +471,67 @@ fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
-/// Total elements the tensors of a file may declare: four per byte of file (tied weights can
-/// make several tensors view the same storage) plus some slack for tiny files.
-fn element_budget(file_len: usize) -> u128 {
-    (file_len as u128) * 4 + (1 << 16)
+/// Most dimensions of size other than 1 a tensor may have (network parameters have 4).
+pub const MAX_RANK: usize = 8;
+/// Most dimensions a tensor may have, those of size 1 included.
+pub const MAX_DIMS: usize = 64;
+
+/// Checks a tensor's shape against [`MAX_DIMS`] and [`MAX_RANK`] (before anything is read for
+/// it: a strided gather costs time per dimension and element).
+fn check_rank(name: &str, shape: &[usize]) -> Result<(), WeightError> {
+    let too_many = |rank, squeezed, max| WeightError::TooManyDims {
+        name: name.to_owned(),
+        rank,
+        squeezed,
+        max,
+    };
+    if shape.len() > MAX_DIMS {
+        return Err(too_many(shape.len(), false, MAX_DIMS));
+    }
+    let rank = shape.iter().filter(|&&d| d != 1).count();
+    if rank > MAX_RANK {
+        return Err(too_many(rank, true, MAX_RANK));
+    }
+    Ok(())
+}
+
+/// Bytes the decoded tensors of a file may take in all: four per byte of file (f16 doubles
+/// when decoded, and tied weights can make several tensors view the same storage) plus 1 MiB
+/// for tiny files. Checked before each tensor is allocated, so a small file cannot make the
+/// reader allocate much more than its size.
+fn decoded_budget(file_len: usize) -> u128 {
+    (file_len as u128) * 4 + (1 << 20)
+}
+
+/// Bytes one element of `dtype` takes once decoded (f32 for floats, i64 otherwise).
+fn decoded_size(dtype: DType) -> u128 {
+    if dtype.is_float() {
+        4
+    } else {
+        8
+    }
+}
+
+/// Charges `count` decoded elements of `dtype` to `budget`, or says the file is too small
+/// for them.
+fn charge_decoded(
+    budget: &mut u128,
+    count: Option<u128>,
+    dtype: DType,
+    file_len: usize,
+) -> Result<usize, WeightError> {
+    let bytes = count.and_then(|c| c.checked_mul(decoded_size(dtype)));
+    match bytes {
+        Some(b) if b <= *budget => {
+            *budget -= b;
+            // ≤ the budget, a few times the file length: fits in usize.
+            Ok(count.unwrap_or(0) as usize)
+        }
+        _ => Err(WeightError::TooLarge {
+            bytes: bytes.unwrap_or(u128::MAX),
+            file_len,
+        }),
+    }
 }
 
 #[cfg(test)]

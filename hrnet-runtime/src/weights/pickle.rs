@@ -11,9 +11,10 @@
 //! id becomes a [`StorageRef`], `OrderedDict()` becomes an empty dict.
 //!
 //! Hostile input is expected: every read is bounds-checked, every stack pop and memo lookup is
-//! checked, nesting is bounded by [`MAX_DEPTH`], and everything the reader allocates (stack, memo,
-//! strings, copies made by `BINGET`/`DUP`) is charged against a budget proportional to the input
-//! size, so a small file cannot make it allocate a lot of memory.
+//! checked, nesting is bounded by [`MAX_DEPTH`], and the memory the reader holds (stack and memo
+//! entries by their bytes — slot, heap data and every copy made by `BINGET`/`DUP` — and marks)
+//! is counted as it is taken and given back, against a limit proportional to the input size
+//! ([`LIMIT_PER_INPUT_BYTE`]), so a small file cannot make it hold much memory.
 //!
 //! One deliberate difference from Python: containers are values, not shared references. A
 //! memoized list that is appended to afterwards is not updated in the memo. Tensor state_dicts
@@ -28,14 +29,23 @@ use super::DType;
 /// Deepest nesting of containers accepted in a pickle (a checkpoint needs about 6).
 pub const MAX_DEPTH: u32 = 64;
 
-/// The fixed part of the allocation budget, in bytes; the rest is proportional to the input.
-const BUDGET_BASE: usize = 1 << 20;
-/// Allocation budget per byte of pickle input.
-const BUDGET_PER_INPUT_BYTE: usize = 64;
+/// The fixed part of the memory limit, in bytes; the rest is proportional to the input.
+pub const LIMIT_BASE: usize = 1 << 20;
+/// Memory the reader may hold at once per byte of pickle input. A `torch.save` state_dict
+/// pickle needs about 19 (its values, and the memo's copies of nearly every one of them).
+pub const LIMIT_PER_INPUT_BYTE: usize = 32;
+/// Bytes `BINGET` and `DUP` may copy in all per byte of pickle input (plus [`LIMIT_BASE`]).
+/// A `torch.save` pickle copies about 2 (the globals it fetches from the memo per tensor).
+pub const COPY_PER_INPUT_BYTE: usize = 8;
 /// Longest module or attribute name accepted in a `GLOBAL` opcode.
 const MAX_GLOBAL_LINE: usize = 256;
-/// Cost charged for one value node, on top of its heap bytes.
-const NODE_COST: usize = std::mem::size_of::<Value>();
+/// Bytes counted for one value node, on top of its heap bytes: a stack slot, twice over for
+/// the stack's (or a container's) spare capacity.
+const NODE_COST: usize = std::mem::size_of::<Item>();
+/// Bytes counted for one MARK: a slot of the mark stack, twice over.
+const MARK_COST: usize = 2 * std::mem::size_of::<usize>();
+/// Bytes counted for one memo entry on top of its value: a hash table slot, twice over.
+const MEMO_SLOT: usize = 2 * (std::mem::size_of::<(u64, Item)>() + 1);
 
 /// The globals a tensor state_dict pickle may name. Everything else is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +213,7 @@ pub enum PickleErrorKind {
     MissingMemo(u64),
     /// Containers nested deeper than [`MAX_DEPTH`].
     TooDeep,
-    /// The pickle would make the reader allocate more than its budget.
+    /// The pickle would make the reader hold more memory than its size justifies.
     TooLarge,
     /// A value of the wrong type for an opcode, call or persistent id.
     Invalid(String),
@@ -298,15 +308,16 @@ impl Item {
 
 /// Reads one pickle from the start of `data` and returns its value and length.
 ///
-/// Bytes after `STOP` are not looked at. Allocation is bounded by a budget proportional to
-/// `data.len()`.
+/// Bytes after `STOP` are not looked at. The memory held is bounded by [`LIMIT_BASE`] +
+/// [`LIMIT_PER_INPUT_BYTE`] × `data.len()`.
 pub fn parse(data: &[u8]) -> Result<Parsed, PickleError> {
     parse_metered(data).0
 }
 
-/// [`parse`], also returning how much of the allocation budget it charged.
-fn parse_metered(data: &[u8]) -> (Result<Parsed, PickleError>, usize) {
-    let budget = BUDGET_BASE.saturating_add(data.len().saturating_mul(BUDGET_PER_INPUT_BYTE));
+/// [`parse`], also returning the most memory it held at once and how much it copied, by its
+/// count.
+fn parse_metered(data: &[u8]) -> (Result<Parsed, PickleError>, usize, usize) {
+    let limit = LIMIT_BASE.saturating_add(data.len().saturating_mul(LIMIT_PER_INPUT_BYTE));
     let mut m = Machine {
         data,
         pos: 0,
@@ -314,10 +325,14 @@ fn parse_metered(data: &[u8]) -> (Result<Parsed, PickleError>, usize) {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
-        budget,
+        held: 0,
+        peak: 0,
+        limit,
+        copied: 0,
+        copy_limit: LIMIT_BASE.saturating_add(data.len().saturating_mul(COPY_PER_INPUT_BYTE)),
     };
     let result = m.run().map(|value| Parsed { value, len: m.pos });
-    (result, budget - m.budget)
+    (result, m.peak, m.copied)
 }
 
 struct Machine<'a> {
@@ -327,7 +342,16 @@ struct Machine<'a> {
     stack: Vec<Item>,
     marks: Vec<usize>,
     memo: HashMap<u64, Item>,
-    budget: usize,
+    /// Bytes held now (stack, memo, marks), by the items' costs.
+    held: usize,
+    /// The most ever held.
+    peak: usize,
+    /// What `held` may not exceed.
+    limit: usize,
+    /// Bytes copied by `BINGET` and `DUP` so far.
+    copied: usize,
+    /// What `copied` may not exceed.
+    copy_limit: usize,
 }
 
 fn invalid(msg: impl Into<String>) -> PickleErrorKind {
@@ -342,13 +366,27 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// Counts `cost` more bytes held, failing past the limit.
     fn charge(&mut self, cost: usize) -> Result<(), PickleError> {
-        match self.budget.checked_sub(cost) {
-            Some(rest) => {
-                self.budget = rest;
+        match self.held.checked_add(cost).filter(|&h| h <= self.limit) {
+            Some(held) => {
+                self.held = held;
+                self.peak = self.peak.max(held);
                 Ok(())
             }
             None => Err(self.err(PickleErrorKind::TooLarge)),
+        }
+    }
+
+    /// Counts `cost` bytes given back (items dropped).
+    fn release(&mut self, cost: usize) {
+        self.held = self.held.saturating_sub(cost);
+    }
+
+    /// Drops items taken off the stack, giving their bytes back.
+    fn discard(&mut self, items: impl IntoIterator<Item = Item>) {
+        for item in items {
+            self.release(item.cost);
         }
     }
 
@@ -453,6 +491,7 @@ impl<'a> Machine<'a> {
         if mark > self.stack.len() {
             return Err(self.err(PickleErrorKind::StackUnderflow));
         }
+        self.release(MARK_COST);
         Ok(self.stack.split_off(mark))
     }
 
@@ -480,24 +519,41 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, index: u64) -> Result<(), PickleError> {
-        let item = match self.stack.last() {
-            Some(item) if self.stack.len() > self.marks.last().copied().unwrap_or(0) => {
-                item.clone()
-            }
-            _ => return Err(self.err(PickleErrorKind::StackUnderflow)),
-        };
-        self.charge(item.cost)?;
-        self.memo.insert(index, item);
+        let cost = self.top_mut()?.cost;
+        // Counted before the copy is made.
+        self.charge(cost.saturating_add(MEMO_SLOT))?;
+        let item = self.top_mut()?.clone();
+        if let Some(old) = self.memo.insert(index, item) {
+            self.release(old.cost.saturating_add(MEMO_SLOT));
+        }
         Ok(())
     }
 
     fn memo_get(&mut self, index: u64) -> Result<(), PickleError> {
-        let item = self
+        let cost = self
             .memo
             .get(&index)
-            .cloned()
+            .map(|item| item.cost)
             .ok_or_else(|| self.err(PickleErrorKind::MissingMemo(index)))?;
-        self.push(item)
+        self.copy(cost)?;
+        let item = self.memo.get(&index).cloned();
+        self.stack.extend(item);
+        Ok(())
+    }
+
+    /// Counts a copy of `cost` bytes (`BINGET`, `DUP`), before it is made: against the
+    /// memory limit, and against the copy limit, which keeps a pickle that fetches a large
+    /// value over and over (a memo bomb) from getting far.
+    fn copy(&mut self, cost: usize) -> Result<(), PickleError> {
+        match self
+            .copied
+            .checked_add(cost)
+            .filter(|&c| c <= self.copy_limit)
+        {
+            Some(c) => self.copied = c,
+            None => return Err(self.err(PickleErrorKind::TooLarge)),
+        }
+        self.charge(cost)
     }
 
     fn run(&mut self) -> Result<Value, PickleError> {
@@ -527,21 +583,25 @@ impl<'a> Machine<'a> {
                 }
                 // MARK
                 b'(' => {
-                    self.charge(std::mem::size_of::<usize>())?;
+                    self.charge(MARK_COST)?;
                     self.marks.push(self.stack.len());
                 }
                 // POP
                 b'0' => {
-                    self.pop()?;
+                    let item = self.pop()?;
+                    self.discard([item]);
                 }
                 // POP_MARK
                 b'1' => {
-                    self.pop_mark()?;
+                    let items = self.pop_mark()?;
+                    self.discard(items);
                 }
                 // DUP
                 b'2' => {
+                    let cost = self.top_mut()?.cost;
+                    self.copy(cost)?;
                     let item = self.top_mut()?.clone();
-                    self.push(item)?;
+                    self.stack.push(item);
                 }
                 // NONE, NEWTRUE, NEWFALSE
                 b'N' => self.push_leaf(Value::None)?,
@@ -703,6 +763,7 @@ impl<'a> Machine<'a> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
+                    self.release(name.cost.saturating_add(module.cost));
                     match (module.value, name.value) {
                         (Value::Str(module), Value::Str(name)) => self.global(module, name)?,
                         _ => return Err(self.err(invalid("STACK_GLOBAL needs two strings"))),
@@ -712,13 +773,15 @@ impl<'a> Machine<'a> {
                 b'R' => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
+                    self.release(args.cost.saturating_add(callable.cost));
                     let value = self.call(callable.value, args.value)?;
                     self.push_leaf(value)?;
                 }
                 // BUILD: setting state on an object. Nothing is called; for the values this
                 // reader builds (dicts, tensors, opaque placeholders) the state is dropped.
                 b'b' => {
-                    let _state = self.pop()?;
+                    let state = self.pop()?;
+                    self.discard([state]);
                     let target = self.top_mut()?.value.type_name();
                     if !matches!(target, "dict" | "tensor" | "opaque") {
                         return Err(self.err(invalid(format!("BUILD on a {target}"))));
@@ -727,6 +790,7 @@ impl<'a> Machine<'a> {
                 // BINPERSID
                 b'Q' => {
                     let pid = self.pop()?;
+                    self.release(pid.cost);
                     let storage = self.persistent_load(pid.value)?;
                     self.push_leaf(Value::Storage(Box::new(storage)))?;
                 }
@@ -1118,7 +1182,7 @@ mod tests {
     #[test]
     fn memo_copies_are_charged() {
         // A 1000-byte string, memoized, then fetched a million times: the copies would need
-        // 1 GB; the reader must stop at its budget instead.
+        // 1 GB; the reader must stop at its copy limit instead, long before its end.
         let mut p = b"\x80\x02X\xe8\x03\x00\x00".to_vec();
         p.extend(std::iter::repeat_n(b'x', 1000));
         p.extend_from_slice(b"q\x00(");
@@ -1126,15 +1190,57 @@ mod tests {
             p.extend_from_slice(b"h\x00");
         }
         p.extend_from_slice(b"l.");
-        assert_eq!(kind(&p), PickleErrorKind::TooLarge);
+        let (result, peak, copied) = parse_metered(&p);
+        assert_eq!(
+            result.map(|_| ()).unwrap_err().kind,
+            PickleErrorKind::TooLarge
+        );
+        assert!(
+            copied <= LIMIT_BASE + COPY_PER_INPUT_BYTE * p.len(),
+            "{copied}"
+        );
+        assert!(
+            peak <= LIMIT_BASE + (COPY_PER_INPUT_BYTE + 2) * p.len(),
+            "{peak}"
+        );
+    }
+
+    #[test]
+    fn small_values_are_counted_by_their_bytes() {
+        // Four million `None`s on the stack: one byte of input each, a whole stack slot of
+        // memory each. The reader stops at its limit, having held no more than it.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 4_000_000));
+        p.extend_from_slice(b"l.");
+        let (result, peak, _) = parse_metered(&p);
+        assert_eq!(
+            result.map(|_| ()).unwrap_err().kind,
+            PickleErrorKind::TooLarge
+        );
+        assert!(peak <= LIMIT_BASE + LIMIT_PER_INPUT_BYTE * p.len());
+        assert!(NODE_COST >= std::mem::size_of::<Item>());
+    }
+
+    #[test]
+    fn popped_values_are_given_back() {
+        // Pushing and popping a 1000-byte string over and over holds one copy at a time.
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..10_000 {
+            p.extend_from_slice(b"X\xe8\x03\x00\x00");
+            p.extend(std::iter::repeat_n(b'x', 1000));
+            p.push(b'0');
+        }
+        p.extend_from_slice(b"N.");
+        let (result, peak, _) = parse_metered(&p);
+        assert!(result.is_ok());
+        assert!(peak < 2 * (1000 + NODE_COST), "{peak}");
     }
 
     #[test]
     #[cfg(feature = "pth")]
     fn real_checkpoints_use_a_small_part_of_the_budget() {
-        // The fixture's training checkpoint pickle (380 tensors): the charge must stay a small
-        // multiple of the pickle's size, far below the per-byte budget, so that checkpoints of
-        // any size load.
+        // The fixture's training checkpoint pickle (380 tensors): what it holds and copies
+        // must stay well below the limits, so that checkpoints of any size load.
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/data/tiny_pose/weights_checkpoint.pth"
@@ -1149,12 +1255,16 @@ mod tests {
             &mut pkl,
         )
         .expect("read");
-        let (result, used) = parse_metered(&pkl);
+        let (result, peak, copied) = parse_metered(&pkl);
         assert!(result.is_ok());
+        let n = pkl.len();
         assert!(
-            used < 16 * pkl.len(),
-            "charged {used} for a {}-byte pickle",
-            pkl.len()
+            peak * 3 < LIMIT_PER_INPUT_BYTE * n * 2,
+            "held {peak} for a {n}-byte pickle"
+        );
+        assert!(
+            copied * 3 < COPY_PER_INPUT_BYTE * n,
+            "copied {copied} for a {n}-byte pickle"
         );
     }
 

@@ -3,7 +3,10 @@
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::{decode, Checkpoint, DType, Format, Tensor, WeightError};
+use super::{
+    charge_decoded, check_rank, decode, decoded_budget, Checkpoint, DType, Format, Tensor,
+    WeightError,
+};
 
 /// Reads a whole safetensors file; tensors come in the order of their data in the file.
 pub(super) fn load(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
@@ -14,6 +17,7 @@ pub(super) fn load(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
         .and_then(|start| bytes.get(start..))
         .ok_or_else(|| WeightError::Safetensors("header runs past the end of the file".into()))?;
     let mut tensors = Vec::new();
+    let mut budget = decoded_budget(bytes.len());
     for name in metadata.offset_keys() {
         let info = metadata
             .info(&name)
@@ -42,6 +46,9 @@ pub(super) fn load(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
         let raw = data.get(start..end).ok_or_else(|| {
             WeightError::Safetensors(format!("tensor '{name}' lies outside the data"))
         })?;
+        check_rank(&name, &info.shape)?;
+        let count = (raw.len() / dtype.size()) as u128;
+        charge_decoded(&mut budget, Some(count), dtype, bytes.len())?;
         let tensor = Tensor {
             shape: info.shape.clone(),
             dtype,

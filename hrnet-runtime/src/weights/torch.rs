@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 use super::pickle::{self, StorageRef, TensorRef, Value};
-use super::{decode, element_budget, Checkpoint, Format, Tensor, WeightError};
+use super::{
+    charge_decoded, check_rank, decode, decode_elements, decoded_budget, Checkpoint, DType, Format,
+    Tensor, WeightError, MAX_RANK,
+};
 
 /// The legacy magic number 0x1950a86a20f9469cfc6c, little-endian, as LONG1 pickles it.
 const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -37,6 +40,14 @@ fn parse_pickle(bytes: &[u8], context: &str) -> Result<pickle::Parsed, WeightErr
 #[cfg(feature = "pth")]
 pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(zip_err)?;
+    if archive.has_duplicate_names() {
+        // The reader keeps one entry per name; which one a reader picks differs.
+        let name = duplicate_name(bytes, archive.central_directory_start())
+            .unwrap_or_else(|| "?".to_owned());
+        return Err(zip_err(format!(
+            "entry '{name}' appears twice in the central directory"
+        )));
+    }
     let mut pickles = Vec::new();
     for name in archive.file_names() {
         let name = name.map_err(zip_err)?;
@@ -67,7 +78,7 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
         .index_for_name(&format!("{prefix}byteorder"))
         .is_some()
     {
-        let order = read_entry(&mut archive, &format!("{prefix}byteorder"), bytes.len())?;
+        let order = read_entry(&mut archive, &format!("{prefix}byteorder"), bytes)?;
         if order != b"little" {
             return Err(malformed(format!(
                 "byte order '{}' is not supported (only little-endian)",
@@ -76,7 +87,7 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
         }
     }
 
-    let pkl = read_entry(&mut archive, &pkl_name, bytes.len())?;
+    let pkl = read_entry(&mut archive, &pkl_name, bytes)?;
     let root = parse_pickle(&pkl, &pkl_name)?.value;
     drop(pkl);
     let selected = select_state_dict(root)?;
@@ -94,7 +105,7 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
                     t.storage.key
                 )));
             }
-            let data = read_entry(&mut archive, &entry, bytes.len())?;
+            let data = read_entry(&mut archive, &entry, bytes)?;
             storage_bytes = storage_bytes.saturating_add(data.len());
             if storage_bytes > bytes.len() {
                 return Err(zip_err(format!(
@@ -117,8 +128,9 @@ pub(super) fn load_zip(bytes: &[u8]) -> Result<Checkpoint, WeightError> {
 fn read_entry(
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &str,
-    file_len: usize,
+    bytes: &[u8],
 ) -> Result<Vec<u8>, WeightError> {
+    let file_len = bytes.len();
     let index = archive
         .index_for_name(name)
         .ok_or_else(|| zip_err(format!("missing entry '{name}'")))?;
@@ -133,8 +145,20 @@ fn read_entry(
         if raw.encrypted() {
             return Err(zip_err(format!("entry '{name}' is encrypted")));
         }
+        check_data_descriptor(
+            bytes,
+            name,
+            raw.header_start(),
+            raw.data_start(),
+            (raw.crc32(), raw.compressed_size(), raw.size()),
+        )?;
     }
-    let mut file = archive.by_index(index).map_err(zip_err)?;
+    // The local header must agree with the central directory (name, method, sizes, CRC):
+    // readers that walk local headers would otherwise see another file.
+    let options = zip::read::ZipReadOptions::new().enforce_header_consistency(true);
+    let mut file = archive
+        .by_index_with_options(index, options)
+        .map_err(|e| zip_err(format!("entry '{name}': {e}")))?;
     let size = file.size();
     if size > file_len as u64 {
         return Err(zip_err(format!(
@@ -160,6 +184,72 @@ fn read_entry(
         Ok(_) => Err(zip_err(format!("entry '{name}' is longer than it claims"))),
         Err(e) => Err(zip_err(format!("entry '{name}': {e}"))),
     }
+}
+
+/// The first name the central directory at `start` lists twice.
+#[cfg(feature = "pth")]
+fn duplicate_name(bytes: &[u8], start: u64) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pos = usize::try_from(start).ok()?;
+    while bytes.get(pos..pos + 4)? == b"PK\x01\x02" {
+        let u16_at = |o: usize| -> Option<usize> {
+            let b = bytes.get(pos + o..pos + o + 2)?;
+            Some(usize::from(u16::from_le_bytes([b[0], b[1]])))
+        };
+        let (n, extra, comment) = (u16_at(28)?, u16_at(30)?, u16_at(32)?);
+        let name = bytes.get(pos + 46..pos + 46 + n)?;
+        if !seen.insert(name) {
+            return Some(String::from_utf8_lossy(name).into_owned());
+        }
+        pos += 46 + n + extra + comment;
+    }
+    None
+}
+
+/// An entry written with a data descriptor (flag bit 3: the local header's sizes are zero
+/// and the real ones follow the data, as `torch.save` writes) must have a descriptor that
+/// agrees with the central directory's `(crc, compressed size, size)`.
+#[cfg(feature = "pth")]
+fn check_data_descriptor(
+    bytes: &[u8],
+    name: &str,
+    header_start: u64,
+    data_start: Option<u64>,
+    central: (u32, u64, u64),
+) -> Result<(), WeightError> {
+    let at = |o: u64, n: usize| {
+        usize::try_from(o)
+            .ok()
+            .and_then(|o| bytes.get(o..o.checked_add(n)?))
+    };
+    let bad = |what: String| zip_err(format!("entry '{name}': {what}"));
+    let flags = at(header_start + 6, 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad("local header past the end of the file".into()))?;
+    if flags & 0x8 == 0 {
+        return Ok(());
+    }
+    let (crc, csize, size) = central;
+    let mut p = data_start
+        .and_then(|d| d.checked_add(csize))
+        .ok_or_else(|| bad("data descriptor past the end of the file".into()))?;
+    if at(p, 4) == Some(b"PK\x07\x08") {
+        p += 4;
+    }
+    let u32_at = |o| at(o, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o| at(o, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let found_crc = u32_at(p);
+    // Sizes are 4 bytes each, or 8 in a zip64 archive.
+    let narrow = u32_at(p + 4)
+        .zip(u32_at(p + 8))
+        .map(|(c, s)| (u64::from(c), u64::from(s)));
+    let wide = u64_at(p + 4).zip(u64_at(p + 12));
+    if found_crc == Some(crc) && (narrow == Some((csize, size)) || wide == Some((csize, size))) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "the data descriptor (crc {found_crc:08x?}, sizes {narrow:?}) disagrees with the central directory (crc {crc:08x}, {csize} bytes stored, {size} bytes)"
+    )))
 }
 
 /// Reads a legacy (pre-1.6) `torch.save` stream.
@@ -383,7 +473,20 @@ fn materialize(
     storages: &HashMap<&str, &[u8]>,
     file_len: usize,
 ) -> Result<Checkpoint, WeightError> {
-    let mut budget = element_budget(file_len);
+    let mut budget = decoded_budget(file_len);
+    // Each storage must be declared alike by every tensor that views it.
+    let mut declared: HashMap<&str, (DType, usize)> = HashMap::new();
+    for (_, t) in &selected.tensors {
+        let s = &t.storage;
+        let (dtype, numel) = *declared.entry(&s.key).or_insert((s.dtype, s.numel));
+        if (dtype, numel) != (s.dtype, s.numel) {
+            return Err(WeightError::StorageConflict {
+                key: s.key.clone(),
+                first: format!("{numel} × {dtype}"),
+                second: format!("{} × {}", s.numel, s.dtype),
+            });
+        }
+    }
     let mut out = Vec::with_capacity(selected.tensors.len());
     for (name, t) in selected.tensors {
         let raw = storages
@@ -398,7 +501,7 @@ fn materialize(
     Ok(ckpt)
 }
 
-/// Reads the view `t` of the storage bytes `raw`.
+/// Reads the view `t` of the storage bytes `raw`, charging the decoded size to `budget`.
 fn gather(
     name: &str,
     t: &TensorRef,
@@ -418,6 +521,15 @@ fn gather(
             found: raw.len() as u128,
         });
     }
+    check_rank(name, &t.size)?;
+    // Dimensions of size 1 read one element whatever their stride: leave them out.
+    let dims: Vec<(usize, usize)> = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .map(|(&d, &st)| (d, st))
+        .filter(|&(d, _)| d != 1)
+        .collect();
     let out_of_bounds = || WeightError::ViewOutOfBounds {
         name: name.to_owned(),
         key: s.key.clone(),
@@ -426,21 +538,10 @@ fn gather(
         stride: t.stride.clone(),
         numel: s.numel,
     };
-    let count = t
-        .size
+    let count = dims
         .iter()
-        .try_fold(1u128, |acc, &d| acc.checked_mul(d as u128));
-    let count = match count {
-        Some(c) if c <= *budget => c,
-        _ => {
-            return Err(WeightError::TooLarge {
-                elements: count.unwrap_or(u128::MAX),
-                file_len,
-            })
-        }
-    };
-    *budget -= count;
-    let count = count as usize; // ≤ budget, which is a few times the file length.
+        .try_fold(1u128, |acc, &(d, _)| acc.checked_mul(d as u128));
+    let count = charge_decoded(budget, count, s.dtype, file_len)?;
 
     let data = if count == 0 {
         if t.offset > s.numel {
@@ -450,43 +551,25 @@ fn gather(
     } else {
         // The last element the view touches must lie inside the storage.
         let mut last = t.offset as u128;
-        for (&d, &st) in t.size.iter().zip(&t.stride) {
+        for &(d, st) in &dims {
             // d ≥ 1 here (count > 0); saturation only makes an absurd view fail the check.
             last = last.saturating_add((d as u128 - 1).saturating_mul(st as u128));
         }
         if last >= s.numel as u128 {
             return Err(out_of_bounds());
         }
+        // Every offset below is ≤ `last` < numel, so none overflows, and every read is in
+        // bounds: `raw` has numel × elem bytes.
         if is_contiguous(&t.size, &t.stride) {
-            let start = t.offset * elem; // last < numel, so these cannot overflow.
+            let start = t.offset * elem;
             let bytes = raw
                 .get(start..start + count * elem)
                 .ok_or_else(out_of_bounds)?;
             decode(s.dtype, bytes)
         } else {
-            let mut bytes = Vec::with_capacity(count * elem);
-            let mut index = vec![0usize; t.size.len()];
-            for _ in 0..count {
-                let at: usize = t.offset
-                    + index
-                        .iter()
-                        .zip(&t.stride)
-                        .map(|(&i, &st)| i * st)
-                        .sum::<usize>();
-                let chunk = raw
-                    .get(at * elem..(at + 1) * elem)
-                    .ok_or_else(out_of_bounds)?;
-                bytes.extend_from_slice(chunk);
-                // Advance the C-order odometer.
-                for (i, &d) in index.iter_mut().zip(&t.size).rev() {
-                    *i += 1;
-                    if *i < d {
-                        break;
-                    }
-                    *i = 0;
-                }
-            }
-            decode(s.dtype, &bytes)
+            let offsets = Strided::new(t.offset, &dims);
+            let elements = offsets.map(|at| raw.get(at * elem..(at + 1) * elem).unwrap_or(&[]));
+            decode_elements(s.dtype, count, elements.take(count))
         }
     };
     Ok(Tensor {
@@ -494,6 +577,51 @@ fn gather(
         dtype: s.dtype,
         data,
     })
+}
+
+/// The storage offsets of a strided view's elements in C order, in O(1) per element: a
+/// running offset moved by one stride per step (and back by a whole dimension on carry).
+struct Strided<'a> {
+    dims: &'a [(usize, usize)],
+    index: [usize; MAX_RANK],
+    at: usize,
+    done: bool,
+}
+
+impl<'a> Strided<'a> {
+    /// `dims` (size, stride) with every size ≥ 1 and at most [`MAX_RANK`] of them; the caller
+    /// has checked that the last offset fits.
+    fn new(offset: usize, dims: &'a [(usize, usize)]) -> Strided<'a> {
+        Strided {
+            dims,
+            index: [0; MAX_RANK],
+            at: offset,
+            done: dims.len() > MAX_RANK || dims.iter().any(|&(d, _)| d == 0),
+        }
+    }
+}
+
+impl Iterator for Strided<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.done {
+            return None;
+        }
+        let here = self.at;
+        self.done = true;
+        for (i, &(d, st)) in self.dims.iter().enumerate().rev() {
+            self.index[i] += 1;
+            if self.index[i] < d {
+                self.at += st;
+                self.done = false;
+                break;
+            }
+            self.index[i] = 0;
+            self.at -= (d - 1) * st;
+        }
+        Some(here)
+    }
 }
 
 /// Whether a view with these sizes and strides is dense and in C order (dimensions of size 1

@@ -155,42 +155,21 @@ pub fn read_input(path: &Path, expected: [usize; 4]) -> Result<Vec<f32>> {
     Ok(x)
 }
 
-/// Largest image file read, in bytes.
-pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
-/// Largest image side decoded, in pixels (OpenCV's fixed-point warp takes at most 32767).
-pub const MAX_IMAGE_SIDE: u32 = 32767;
+/// Largest image file read, in bytes (the decoded image is bounded separately, from its
+/// header, by `hrnet_runtime::pose::MAX_IMAGE_BYTES` and `MAX_IMAGE_SIDE`).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
-/// Reads a JPEG or PNG file (a regular file of at most [`MAX_IMAGE_BYTES`], at most
-/// [`MAX_IMAGE_SIDE`] pixels a side) as 8-bit RGB.
+/// Reads a JPEG or PNG file (a regular file of at most [`MAX_IMAGE_FILE_BYTES`]) as 8-bit RGB:
+/// JPEG decoded as libjpeg-turbo (OpenCV) decodes it, the size checked from the header before
+/// any pixel is decoded.
 pub fn read_image(path: &Path) -> Result<image::RgbImage> {
     let limit = Limit {
-        max: MAX_IMAGE_BYTES,
+        max: MAX_IMAGE_FILE_BYTES,
         what: "an image",
     };
     let bytes = fsio::read_regular(path, limit)?;
-    // JPEG through libjpeg-turbo's own decoder (OpenCV's pixels, as the official pipeline
-    // sees them); everything else through `image`. Both bound the size from the header.
-    if hrnet_runtime::pose::jpeg::is_jpeg(&bytes) {
-        return hrnet_runtime::pose::jpeg::decode_rgb(&bytes)
-            .with_context(|| format!("image file {}", path.display()));
-    }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .with_context(|| format!("image file {}", path.display()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    reader.limits(limits);
-    let img = reader
-        .decode()
-        .with_context(|| format!("image file {}", path.display()))?;
-    if img.width() == 0 || img.height() == 0 {
-        bail!(
-            "image file {}: the image is empty (0 pixels)",
-            path.display()
-        );
-    }
-    Ok(img.to_rgb8())
+    hrnet_runtime::pose::decode_rgb(&bytes)
+        .with_context(|| format!("image file {}", path.display()))
 }
 
 /// `--threads`: 1 to [`MAX_THREADS`].
