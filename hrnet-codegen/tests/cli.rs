@@ -578,8 +578,9 @@ fn edited_checkpoint(name: &str, edit: impl Fn(&str, &mut Vec<f32>) -> String) -
     path
 }
 
-/// NaN weights make NaN heatmaps: the keypoint JSON is refused, naming the value, instead of
-/// holding a bare `NaN` (which is not JSON).
+/// NaN weights are refused when the checkpoint is bound, naming the tensor; finite weights
+/// whose products overflow make non-finite heatmaps, and then the keypoint JSON is refused,
+/// naming the value, instead of holding a bare `NaN` (which is not JSON).
 #[test]
 fn non_finite_outputs_never_reach_the_json() {
     let nan = edited_checkpoint("nan.safetensors", |n, v| {
@@ -591,7 +592,26 @@ fn non_finite_outputs_never_reach_the_json() {
     let json = tmp("nan.json");
     let _ = std::fs::remove_file(&json);
     let r = pose_run(&nan, &["--output", s(&json)]);
-    refused(&r, "person 0, keypoint 0: score is NaN");
+    refused(&r, "checkpoint does not match the model");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("tensor 'final_layer.bias': 5 values are not finite"),
+        "{err}"
+    );
+    assert!(!json.exists());
+
+    let huge = edited_checkpoint("overflow.safetensors", |n, v| {
+        if n == "final_layer.weight" {
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = if i % 2 == 0 { 3e38 } else { -3e38 };
+            }
+        }
+        n.to_string()
+    });
+    let r = pose_run(&huge, &["--output", s(&json)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    refused(&r, "person 0, keypoint");
+    assert!(err.contains("NaN") || err.contains("inf"), "{err}");
     assert!(!json.exists());
 }
 
@@ -1034,4 +1054,40 @@ fn detections_in_coco_results_out() {
     ]);
     refused(&out, "needs a COCO network of 17");
     assert!(!dir.join("never.json").exists());
+}
+
+/// `graph --plan` prints the plan the compiled engines render, for either kernel set, and
+/// refuses networks they cannot run yet with the planner's reason.
+#[test]
+fn graph_prints_the_plan() {
+    let pose = data().join("tiny_pose/config.yaml");
+    let out = hrnetc(&["graph", s(&pose), "--plan"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exactly what the golden plan snapshot holds (insta's header stripped).
+    let snap = std::fs::read_to_string(
+        data().join("../snapshots/golden__plan@tiny_pose__config.yaml.snap"),
+    )
+    .unwrap();
+    let body = snap.splitn(3, "---\n").nth(2).unwrap();
+    assert_eq!(text.trim_end(), body.trim_end());
+    let jit = hrnetc(&["graph", s(&pose), "--plan", "jit"]);
+    let jit_text = String::from_utf8_lossy(&jit.stdout);
+    assert!(jit.status.success());
+    assert!(
+        jit_text.starts_with("plan pose_hrnet for Jit kernels"),
+        "{jit_text}"
+    );
+    refused(
+        &hrnetc(&["graph", s(&pose), "--plan", "--passes", "none"]),
+        "--plan prints the plan of the fully optimized graph",
+    );
+    refused(
+        &hrnetc(&["graph", s(&data().join("tiny_seg/config.yaml")), "--plan"]),
+        "not supported by the compiled engines yet",
+    );
 }

@@ -89,9 +89,18 @@ pub type ModelError = Box<dyn std::error::Error + Send + Sync>;
 /// Everything that can go wrong in the pose pipeline. None of it panics.
 #[derive(Debug, thiserror::Error)]
 pub enum PoseError {
-    /// A box with a non-finite coordinate or a non-positive width or height.
-    #[error("invalid person box x={x} y={y} w={w} h={h}: coordinates must be finite, width and height > 0")]
+    /// A box with a non-finite coordinate, a non-positive width or height, or a size whose
+    /// crop scale overflows.
+    #[error(
+        "invalid person box x={} y={} w={} h={}: {problem}",
+        transform::readable(*x),
+        transform::readable(*y),
+        transform::readable(*w),
+        transform::readable(*h)
+    )]
     InvalidBox {
+        /// What is wrong, naming the field (`the width is not > 0`).
+        problem: &'static str,
         /// Left edge.
         x: f64,
         /// Top edge.

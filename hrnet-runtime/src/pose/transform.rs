@@ -30,6 +30,26 @@ pub struct BoxXywh {
 }
 
 impl BoxXywh {
+    /// What makes the box unusable, naming the field: a non-finite coordinate or a width or
+    /// height that is not > 0.
+    pub fn problem(&self) -> Option<&'static str> {
+        if !self.x.is_finite() {
+            Some("x is not finite")
+        } else if !self.y.is_finite() {
+            Some("y is not finite")
+        } else if !self.w.is_finite() {
+            Some("the width is not finite")
+        } else if !self.h.is_finite() {
+            Some("the height is not finite")
+        } else if self.w <= 0.0 {
+            Some("the width is not > 0")
+        } else if self.h <= 0.0 {
+            Some("the height is not > 0")
+        } else {
+            None
+        }
+    }
+
     /// A box from its top-left corner and size.
     pub fn new(x: f64, y: f64, w: f64, h: f64) -> Self {
         BoxXywh { x, y, w, h }
@@ -72,11 +92,9 @@ impl CenterScale {
     ///
     /// Errors: a box with a non-finite coordinate or a non-positive size, or a zero input size.
     pub fn from_box(b: BoxXywh, input_w: usize, input_h: usize) -> Result<Self, PoseError> {
-        if !(b.x.is_finite() && b.y.is_finite() && b.w.is_finite() && b.h.is_finite())
-            || b.w <= 0.0
-            || b.h <= 0.0
-        {
+        if let Some(problem) = b.problem() {
             return Err(PoseError::InvalidBox {
+                problem,
                 x: b.x,
                 y: b.y,
                 w: b.w,
@@ -103,6 +121,7 @@ impl CenterScale {
         ];
         if !(scale[0].is_finite() && scale[1].is_finite() && scale[0] > 0.0 && scale[1] > 0.0) {
             return Err(PoseError::InvalidBox {
+                problem: "its crop scale is not a positive finite f32 (the box is too large or too small)",
                 x: b.x,
                 y: b.y,
                 w: b.w,
@@ -282,5 +301,32 @@ mod tests {
         let inv = t.inverse();
         let (x, y) = inv.apply(96.0, 128.0);
         assert!((x - 100.0).abs() < 1e-9 && (y - 50.0).abs() < 1e-9);
+    }
+}
+
+/// `v` for a message: plain decimals for ordinary magnitudes, scientific notation for very
+/// large or small ones (`1e300`, not 301 digits).
+pub fn readable(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() || (1e-4..1e6).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
+#[cfg(test)]
+mod box_message_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_boxes_name_the_field_and_print_readably() {
+        let e = CenterScale::from_box(BoxXywh::new(1e300, 2.0, 0.0, 5.0), 192, 256).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("x=1e300 y=2 w=0 h=5"), "{m}");
+        assert!(m.contains("the width is not > 0"), "{m}");
+        let e = CenterScale::from_box(BoxXywh::new(f64::NAN, 2.0, 3.0, 5.0), 192, 256).unwrap_err();
+        assert!(e.to_string().ends_with("x is not finite"), "{e}");
+        let e = CenterScale::from_box(BoxXywh::new(0.0, 0.0, 1e300, 5.0), 192, 256).unwrap_err();
+        assert!(e.to_string().contains("crop scale"), "{e}");
     }
 }

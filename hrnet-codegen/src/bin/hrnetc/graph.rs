@@ -1,9 +1,14 @@
-//! `hrnetc graph CONFIG [--passes none|all|NAME,..] [--format text|dot]`: the IR, raw or
-//! after passes. Works for every head, including those the compiled engines cannot run yet.
+//! `hrnetc graph CONFIG [--passes none|all|NAME,..] [--format text|dot] [--stats] [--plan]`:
+//! the IR, raw or after passes (every head, including those the compiled engines cannot run
+//! yet), its statistics, or the plan the compiled engines render (`--plan`: steps, algorithms,
+//! epilogues, arena and packed-weight offsets).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use hrnet_codegen::build_api::CompileError;
 use hrnet_codegen::driver;
+use hrnet_codegen::plan;
+use hrnet_codegen::target::Target;
 use hrnet_ir::passes;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +17,15 @@ use std::process::ExitCode;
 enum Format {
     Text,
     Dot,
+}
+
+/// Which kernels a printed plan is for.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlanTarget {
+    /// hrnet-runtime's kernels: the generated Rust (`compile`, `--engine aot`).
+    Runtime,
+    /// The cranelift JIT's kernels (`--engine jit`).
+    Jit,
 }
 
 #[derive(clap::Args)]
@@ -30,6 +44,10 @@ pub struct Args {
     /// Print conv count, MACs, parameters and arena bytes instead of the graph.
     #[arg(long)]
     stats: bool,
+    /// Print the plan of the optimized graph instead (what the generated Rust runs; with
+    /// `--plan jit`, what the JIT runs).
+    #[arg(long, value_name = "TARGET", num_args = 0..=1, default_missing_value = "runtime")]
+    plan: Option<PlanTarget>,
     /// Print how long each pass took (to stderr).
     #[arg(long = "time-passes")]
     time_passes: bool,
@@ -41,6 +59,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         if passes::by_name(name).is_none() {
             bail!("--print-after {name}: no such pass");
         }
+    }
+    if a.plan.is_some() && (a.passes != "all" || a.stats) {
+        bail!("--plan prints the plan of the fully optimized graph: it takes neither --passes nor --stats");
     }
     let (_, mut g) = driver::load_config(&a.config)?;
     let render = |g: &hrnet_ir::Graph| match a.format {
@@ -59,7 +80,16 @@ pub fn main(a: Args) -> Result<ExitCode> {
             eprintln!("{:>10.3} ms  {}{note}", t.time.as_secs_f64() * 1e3, t.name);
         }
     }
-    if a.stats {
+    if let Some(target) = a.plan {
+        let target = match target {
+            PlanTarget::Runtime => Target::runtime(),
+            PlanTarget::Jit => Target::jit(),
+        };
+        let plan = plan::plan(&g, &target)
+            .map_err(CompileError::from)
+            .with_context(|| format!("planning {}", a.config.display()))?;
+        print!("{plan}");
+    } else if a.stats {
         println!("{}", hrnet_ir::stats::stats(&g));
     } else {
         print!("{}", render(&g));

@@ -204,15 +204,8 @@ pub fn round(v: f64, digits: i32) -> f64 {
     (v * scale).round() / scale
 }
 
-/// A number as people read it: plain up to a million, in exponent form beyond (or below
-/// 1e-4), so that `1e300` does not print as 301 digits.
-pub fn readable(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() || (1e-4..1e6).contains(&v.abs()) {
-        format!("{v}")
-    } else {
-        format!("{v:e}")
-    }
-}
+/// Numbers in messages: `1e300`, not 301 digits.
+pub use hrnet_runtime::pose::transform::readable;
 
 #[cfg(test)]
 mod tests {
