@@ -222,9 +222,10 @@ fn bf16_3x3_stride2() {
 
 #[test]
 fn packed_sizes() {
-    let s = ConvSpec::new(32, 32, 64, 48, 3, 1, 1);
-    // f32 at the default algorithm (Winograd F(4×4): 36 transformed taps) and direct, and
-    // bf16 (direct: 9 taps of 2-byte weights).
+    let s =
+        ConvSpec::new(32, 32, 64, 48, 3, 1, 1).with_algo(hrnet_runtime::kernels::Algo::Winograd4);
+    // f32 with Winograd F(4×4) (36 transformed taps) and direct, and bf16 (direct: 9 taps of
+    // 2-byte weights).
     assert_eq!(packed_bytes(&s, Precision::F32), 4 * (32 + 36 * 32 * 32));
     assert_eq!(
         packed_bytes(

@@ -339,19 +339,50 @@ impl Footprint {
                 ("MODEL.NUM_CLASSES", p, top, input + features + widest + top)
             }
             // The official head: every branch resized to branch 0 and concatenated, a 1×1 conv
-            // (with bias) + BN + ReLU, a 1×1 conv (with bias) to the classes.
-            Task::Segmentation { num_classes, .. } => {
+            // (with bias) + BN + ReLU, a conv (with bias) to the classes. OCR adds its aux head
+            // (the same shape), a 3×3 conv to MID, the object-context block (f_pixel, f_object:
+            // two 1×1 convs MID→KEY→KEY; f_down MID→KEY; f_up KEY→MID; each with BN) and
+            // conv_bn_dropout 2·MID→MID + BN, then cls_head MID→classes.
+            Task::Segmentation {
+                num_classes,
+                final_kernel,
+                ocr,
+                ..
+            } => {
                 let all: u64 = chans.iter().sum();
                 let n = num_classes as u64;
-                let p = conv(all, all, 1, true) + bn(all) + conv(all, n, 1, true);
+                let k = final_kernel as u64;
+                let last_layer = conv(all, all, 1, true) + bn(all) + conv(all, n, k, true);
                 let cat = all * area(0);
                 let out = n * area(0);
-                (
-                    "DATASET.NUM_CLASSES",
-                    p,
-                    cat.max(out),
-                    input + features + 2 * cat + out,
-                )
+                // The resized parts, the concatenation and the 1×1 conv's output can all be
+                // alive together.
+                let base = input + features + 3 * cat + out;
+                match ocr {
+                    None => ("DATASET.NUM_CLASSES", last_layer, cat.max(out), base),
+                    Some(o) => {
+                        let (mid, key) = (o.mid_channels as u64, o.key_channels as u64);
+                        let p = last_layer
+                            + conv(all, mid, 3, true)
+                            + bn(mid)
+                            + 2 * (conv(mid, key, 1, false)
+                                + bn(key)
+                                + conv(key, key, 1, false)
+                                + bn(key))
+                            + conv(mid, key, 1, false)
+                            + bn(key)
+                            + conv(key, mid, 1, false)
+                            + bn(mid)
+                            + conv(2 * mid, mid, 1, false)
+                            + bn(mid)
+                            + conv(mid, n, 1, true);
+                        // Features, context and their concatenation at MID and 2·MID, the
+                        // query/key/attention maps at KEY, both logits.
+                        let extra = area(0) * (4 * mid + 3 * key + 2 * n);
+                        let largest = cat.max(2 * mid * area(0));
+                        ("DATASET.NUM_CLASSES", p, largest, base + extra)
+                    }
+                }
             }
         };
         part(&mut f, params, live, path);

@@ -396,16 +396,6 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         ));
     }
 
-    if let (Task::Pose { .. }, Some(hm)) = (&task, &model.HEATMAP_SIZE) {
-        let expect = [w / 4, h / 4];
-        if hm.len() != 2 || hm[0] != expect[0] as i64 || hm[1] != expect[1] as i64 {
-            return Err(err(
-                "MODEL.HEATMAP_SIZE",
-                format!("{hm:?} does not match the network, which makes heatmaps of IMAGE_SIZE/4 = {expect:?} [width, height]"),
-            ));
-        }
-    }
-
     let net = Network {
         name,
         task,
@@ -415,6 +405,16 @@ pub fn resolve(exp: &Experiment, spans: &Spans) -> Result<Network, ConfigError> 
         bilinear_exchange,
     };
     net.check_input_size().map_err(|m| err(size_path, m))?;
+    if let (Task::Pose { .. }, Some(hm)) = (&net.task, &model.HEATMAP_SIZE) {
+        let expect = [w / 4, h / 4];
+        if hm.len() != 2 || hm[0] != expect[0] as i64 || hm[1] != expect[1] as i64 {
+            return Err(err(
+                "MODEL.HEATMAP_SIZE",
+                format!("{hm:?} does not match the network, which makes heatmaps of IMAGE_SIZE/4 = {expect:?} [width, height]"),
+            ));
+        }
+    }
+
     super::limits::check_network(&net, spans)?;
     Ok(net)
 }
