@@ -72,7 +72,7 @@ pub enum AotError {
     Run(String),
 }
 
-/// What [`build`] tells its caller about a build (a first build takes up to a minute).
+/// What [`build`] tells its caller about a build (a first build takes a minute or two).
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
     /// cargo is starting on the crate in this directory.

@@ -108,11 +108,11 @@ impl Loaded {
     }
 }
 
-/// Tells the user about an AOT build (a first build takes up to a minute).
+/// Tells the user about an AOT build (a first build takes a minute or two).
 pub fn report_build(p: hrnet_codegen::aot::Progress<'_>) {
     match p {
         hrnet_codegen::aot::Progress::Building { dir } => eprintln!(
-            "building the generated model with cargo in {} (a first build takes up to a minute)",
+            "building the generated model with cargo in {} (a first build takes a minute or two)",
             dir.display()
         ),
         hrnet_codegen::aot::Progress::Built { elapsed, .. } => eprintln!(
