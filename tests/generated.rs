@@ -16,6 +16,18 @@ mod w8_pose {
     include!(concat!(env!("OUT_DIR"), "/w8_pose_256x192.rs"));
 }
 #[allow(dead_code)]
+mod tiny_seg {
+    include!(concat!(env!("OUT_DIR"), "/tiny_seg.rs"));
+}
+#[allow(dead_code)]
+mod tiny_ocr {
+    include!(concat!(env!("OUT_DIR"), "/tiny_ocr.rs"));
+}
+#[allow(dead_code)]
+mod tiny_cls {
+    include!(concat!(env!("OUT_DIR"), "/tiny_cls.rs"));
+}
+#[allow(dead_code)]
 mod tiny_embedded {
     include!(concat!(env!("OUT_DIR"), "/tiny_pose_embedded.rs"));
 }
@@ -79,6 +91,120 @@ fn tiny_pose_from_every_weight_format_and_thread_count() {
             model.run(&input, &mut out, &mut scratch).unwrap();
             assert_close(&format!("{file} {threads}t"), &out, &expected);
         }
+    }
+}
+
+#[test]
+fn tiny_seg_from_every_checkpoint_form() {
+    let dir = fixture("tiny_seg");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let (shape, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
+    assert_eq!(shape, tiny_seg::OUTPUT_SHAPE);
+    // A bare state_dict in both containers, and the training wrapper's (`model.` + `loss.*`).
+    for file in [
+        "weights.safetensors",
+        "weights.pth",
+        "weights_fullmodel.pth",
+    ] {
+        let model = tiny_seg::Model::load(dir.join(file)).unwrap();
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            for threads in [1, 2] {
+                let mut scratch = model.scratch(threads);
+                scratch.ctx = Ctx::with_isa(threads, isa);
+                let mut out = vec![f32::NAN; expected.len()];
+                model.run(&input, &mut out, &mut scratch).unwrap();
+                assert_close(&format!("{file} {isa:?} {threads}t"), &out, &expected);
+            }
+        }
+    }
+}
+
+#[test]
+fn tiny_ocr_both_outputs() {
+    let dir = fixture("tiny_ocr");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let (shape, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
+    let (aux_shape, expected_aux) = npy::read_f32(dir.join("expected_aux.npy")).unwrap();
+    assert_eq!([shape, aux_shape], tiny_ocr::OUTPUT_SHAPES);
+    let model = tiny_ocr::Model::load(dir.join("weights.safetensors")).unwrap();
+    for threads in [1, 2] {
+        let mut scratch = model.scratch(threads);
+        let mut out = vec![f32::NAN; expected.len()];
+        let mut aux = vec![f32::NAN; expected_aux.len()];
+        model
+            .run_outputs(&input, &mut [&mut out, &mut aux], &mut scratch)
+            .unwrap();
+        assert_close(&format!("ocr {threads}t"), &out, &expected);
+        assert_close(&format!("ocr aux {threads}t"), &aux, &expected_aux);
+        // `run` writes the first output alone, the same bits.
+        let mut only = vec![f32::NAN; expected.len()];
+        model.run(&input, &mut only, &mut scratch).unwrap();
+        assert!(only
+            .iter()
+            .zip(&out)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Zero heap allocations per run, with two outputs.
+        COUNTING.with(|c| c.set(true));
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        model
+            .run_outputs(&input, &mut [&mut out, &mut aux], &mut scratch)
+            .unwrap();
+        let after = ALLOCATIONS.load(Ordering::SeqCst);
+        COUNTING.with(|c| c.set(false));
+        assert_eq!(after, before, "ocr {threads}t allocated");
+    }
+    // A wrong-sized auxiliary output is an error naming both sizes, not a panic.
+    let mut scratch = model.scratch(1);
+    let mut out = vec![0f32; expected.len()];
+    let mut aux = vec![0f32; expected_aux.len() - 1];
+    let err = model
+        .run_outputs(&input, &mut [&mut out, &mut aux], &mut scratch)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&(expected_aux.len() - 1).to_string()), "{err}");
+}
+
+#[test]
+fn tiny_cls_with_recomputed_weights() {
+    use hrnet_runtime::weights::{BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
+    let dir = hrnet_tests::data_dir().join("synthetic/tiny_cls");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
+    let meta = std::fs::read_to_string(dir.join("meta.json")).unwrap();
+    let seed: u64 = meta
+        .split("\"seed\":")
+        .nth(1)
+        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse().ok())
+        .expect("meta.json has a seed");
+    let specs: Vec<hrnet_ir::TensorSpec> = tiny_cls::Model::tensors()
+        .into_iter()
+        .map(|t| hrnet_ir::TensorSpec {
+            name: t.name,
+            shape: t.shape,
+        })
+        .collect();
+    let mut w = hrnet_tests::synthetic_weights(&specs, seed);
+    let tensors = specs
+        .iter()
+        .map(|t| {
+            let data = TensorData::F32(w.remove(&t.name).unwrap());
+            let shape = t.shape.clone();
+            let dtype = DType::F32;
+            (t.name.clone(), Tensor { shape, dtype, data })
+        })
+        .collect();
+    let ckpt = Checkpoint::new(Format::Safetensors, false, tensors).unwrap();
+    let model = tiny_cls::Model::from_checkpoint(&ckpt, BindOptions::default()).unwrap();
+    assert_eq!(
+        tiny_cls::OUTPUT_SHAPE.iter().product::<usize>(),
+        expected.len()
+    );
+    for threads in [1, 2] {
+        let mut scratch = model.scratch(threads);
+        let mut out = vec![f32::NAN; expected.len()];
+        model.run(&input, &mut out, &mut scratch).unwrap();
+        assert_close(&format!("cls {threads}t"), &out, &expected);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The golden corpus: every config under `data/configs/` and every fixture's `config.yaml`
-//! (`data/*/`) yields snapshots of its raw IR, its optimized IR, its DOT and (networks the
-//! compiled engines support) its plan and its generated Rust. Adding a config means adding a
+//! (`data/*/`) yields snapshots of its raw IR, its optimized IR, its DOT, its plan and its
+//! generated Rust. Adding a config means adding a
 //! file. The verifier runs after every pass.
 
 use hrnet_ir::passes::{self, PASSES};
@@ -14,28 +14,14 @@ fn check(path: &std::path::Path) {
     passes::run(&mut g, &all, true, |_, _| {}).unwrap();
     insta::assert_snapshot!("optimized", to_text(&g));
     insta::assert_snapshot!("dot", to_dot(&g));
-    // The plan and the generated Rust, for every network the compiled engines support (not
-    // yet the classification and segmentation heads, which they refuse cleanly).
-    use hrnet_codegen::build_api::CompileError;
+    // The plan and the generated Rust (pose, classification, segmentation and OCR alike).
     let target = hrnet_codegen::target::Target::runtime();
-    match hrnet_codegen::build_api::plan_config(path, &target) {
-        Ok((_, plan)) => insta::assert_snapshot!("plan", plan.to_string()),
-        Err(CompileError::Plan(hrnet_codegen::plan::PlanError::Unsupported(_)))
-            if !src.contains("pose_hrnet") => {}
-        Err(e) => panic!("{}: {e}", path.display()),
-    }
-    match hrnet_codegen::build_api::compile_to_string(path, None) {
-        Ok(code) => insta::assert_snapshot!("rust", code),
-        Err(CompileError::Plan(hrnet_codegen::plan::PlanError::Unsupported(why)))
-            if !src.contains("pose_hrnet") =>
-        {
-            assert!(
-                why.contains("not supported by the compiled engines yet"),
-                "{why}"
-            );
-        }
-        Err(e) => panic!("{}: {e}", path.display()),
-    }
+    let (_, plan) = hrnet_codegen::build_api::plan_config(path, &target)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    insta::assert_snapshot!("plan", plan.to_string());
+    let code = hrnet_codegen::build_api::compile_to_string(path, None)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    insta::assert_snapshot!("rust", code);
 }
 
 #[test]

@@ -1,22 +1,25 @@
 //! Differential numerics: every engine against what PyTorch computed, on every fixture and
 //! every weight file it ships. Tolerance: max |out − expected| ≤ 1e-4 · max |expected|.
 //!
-//! Engines: the reference interpreter on the raw IR and on the optimized IR, and the plan
+//! Engines: the reference interpreter on the raw IR and on the optimized IR, the plan
 //! executed with hrnet-runtime's kernels (what generated code calls) at 1 and 2 threads and
-//! on every instruction set this CPU has (pose networks: the compiled engines refuse the
-//! classification and segmentation heads for now).
+//! on every instruction set this CPU has, and the JIT — on pose, classification,
+//! segmentation and OCR networks, every output (OCR's auxiliary logits too). The generated
+//! Rust itself is tested in `generated.rs`.
 //!
 //! `data/synthetic/` holds references for networks whose checkpoints are too large to keep
 //! (the classification head alone has 10 M parameters): their weights are recomputed from
 //! each tensor's name ([`hrnet_tests::synthetic_weights`]), and the networks are lowered at
 //! the size of their `input.npy` ([`hrnet_ir::lower::lower_at`]).
 
+use hrnet_codegen::jit::JitModel;
+use hrnet_codegen::target::Target;
 use hrnet_codegen::{driver, exec, plan};
 use hrnet_ir::interp;
 use hrnet_ir::passes::{self, PASSES};
 use hrnet_runtime::kernels::{Ctx, Isa};
 use hrnet_runtime::npy;
-use hrnet_runtime::weights::{self, BindOptions};
+use hrnet_runtime::weights::{self, BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 
 const TOLERANCE: f32 = 1e-4;
@@ -117,14 +120,7 @@ fn seed(dir: &Path) -> u64 {
 
 #[test]
 fn reference_engine_on_synthetic_weights_at_the_input_size() {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(hrnet_tests::data_dir().join("synthetic"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("config.yaml").exists())
-        .collect();
-    dirs.sort();
-    assert!(dirs.len() >= 4, "synthetic references missing");
-    for dir in dirs {
+    for dir in synthetic_dirs() {
         let src = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
         let net = hrnet_ir::front::parse(&src).unwrap();
         let (shape, input) = npy::read_f32(dir.join("input.npy")).unwrap();
@@ -142,47 +138,125 @@ fn reference_engine_on_synthetic_weights_at_the_input_size() {
     }
 }
 
-#[test]
-fn plan_with_runtime_kernels_every_isa_and_thread_count() {
+/// A network to run on the compiled engines: its optimized graph, checkpoints, input and what
+/// PyTorch computed.
+struct Case {
+    name: String,
+    graph: hrnet_ir::Graph,
+    checkpoints: Vec<(String, Checkpoint)>,
+    input: Vec<f32>,
+    expected: Vec<Vec<f32>>,
+}
+
+/// Every fixture (from every weight file it ships) and every synthetic reference (at the size
+/// of its input, with its recomputed weights).
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
     for dir in fixtures() {
-        let (net, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
-        let p = match plan::plan(&opt, &hrnet_codegen::target::Target::runtime()) {
-            Ok(p) => p,
-            // Not yet: the heads of classification and segmentation (a clean refusal).
-            Err(plan::PlanError::Unsupported(why))
-                if !matches!(net.task, hrnet_ir::front::Task::Pose { .. }) =>
-            {
-                assert!(
-                    why.contains("not supported by the compiled engines yet"),
-                    "{why}"
-                );
-                continue;
-            }
-            Err(e) => panic!("{}: {e}", dir.display()),
-        };
+        let (_, graph) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
+        let checkpoints = weight_files(&dir)
+            .into_iter()
+            .map(|f| (f.display().to_string(), weights::load(&f).unwrap()))
+            .collect();
+        v.push(Case {
+            name: dir.display().to_string(),
+            graph,
+            checkpoints,
+            input: npy::read_f32(dir.join("input.npy")).unwrap().1,
+            expected: expected_outputs(&dir),
+        });
+    }
+    for dir in synthetic_dirs() {
+        let src = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+        let net = hrnet_ir::front::parse(&src).unwrap();
+        let (shape, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+        let raw = hrnet_ir::lower::lower_at(&net, shape[2], shape[3]).unwrap();
+        let specs = raw.tensor_specs();
+        let mut w = hrnet_tests::synthetic_weights(&specs, seed(&dir));
+        let tensors = specs
+            .iter()
+            .map(|t| {
+                let data = w.remove(&t.name).unwrap();
+                let tensor = Tensor {
+                    shape: t.shape.clone(),
+                    dtype: DType::F32,
+                    data: TensorData::F32(data),
+                };
+                (t.name.clone(), tensor)
+            })
+            .collect();
+        let ckpt = Checkpoint::new(Format::Safetensors, false, tensors).unwrap();
+        let mut graph = raw;
+        let all: Vec<_> = PASSES.iter().collect();
+        passes::run(&mut graph, &all, true, |_, _| {}).unwrap();
+        v.push(Case {
+            name: dir.display().to_string(),
+            graph,
+            checkpoints: vec![("synthetic".into(), ckpt)],
+            input,
+            expected: expected_outputs(&dir),
+        });
+    }
+    v
+}
+
+fn synthetic_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(hrnet_tests::data_dir().join("synthetic"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.yaml").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 4, "synthetic references missing");
+    dirs
+}
+
+#[test]
+fn plan_with_runtime_kernels_every_network_isa_and_thread_count() {
+    for case in cases() {
+        let p = plan::plan(&case.graph, &Target::runtime()).unwrap();
         p.check().unwrap();
-        let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
-        let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
-        let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
-        let packed = p.pack_weights(&ckpt, BindOptions::default()).unwrap();
-        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
-            for threads in [1, 2] {
-                let mut scratch = p.scratch(threads);
-                scratch.ctx = Ctx::with_isa(threads, isa);
-                let mut out = vec![0f32; p.outputs[0].len()];
-                // Twice: the second run starts from a dirty arena.
-                for _ in 0..2 {
-                    exec::execute(&p, &packed, &input, &mut [&mut out], &mut scratch).unwrap();
-                    let rel = close(
-                        &format!("{} {isa:?} {threads}t", dir.display()),
-                        &out,
-                        &expected,
-                    );
-                    eprintln!(
-                        "{}: plan {isa:?} {threads} threads: {rel:.2e}",
-                        dir.display()
-                    );
+        for (wname, ckpt) in &case.checkpoints {
+            let packed = p.pack_weights(ckpt, BindOptions::default()).unwrap();
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+                for threads in [1, 2] {
+                    let mut scratch = p.scratch(threads);
+                    scratch.ctx = Ctx::with_isa(threads, isa);
+                    let mut outs: Vec<Vec<f32>> =
+                        p.outputs.iter().map(|o| vec![f32::NAN; o.len()]).collect();
+                    // Twice: the second run starts from a dirty arena.
+                    for _ in 0..2 {
+                        let mut refs: Vec<&mut [f32]> =
+                            outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                        exec::execute(&p, &packed, &case.input, &mut refs, &mut scratch).unwrap();
+                        let what = format!("{} {wname} {isa:?} {threads}t", case.name);
+                        let rel = close_all(&what, &outs, &case.expected);
+                        eprintln!("{what}: plan {rel:.2e}");
+                    }
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn jit_on_every_network_and_output() {
+    for case in cases() {
+        let p = plan::plan(&case.graph, &Target::jit()).unwrap();
+        let jit = JitModel::compile(&p).unwrap();
+        let (wname, ckpt) = &case.checkpoints[0];
+        let packed = jit.pack(ckpt, BindOptions::default()).unwrap();
+        for threads in [1, 2] {
+            let mut scratch = jit.scratch(threads);
+            let mut outs: Vec<Vec<f32>> =
+                p.outputs.iter().map(|o| vec![f32::NAN; o.len()]).collect();
+            for _ in 0..2 {
+                let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                jit.run(&packed, &case.input, &mut refs, &mut scratch)
+                    .unwrap();
+                let what = format!("{} {wname} jit {threads}t", case.name);
+                let rel = close_all(&what, &outs, &case.expected);
+                eprintln!("{what}: {rel:.2e}");
             }
         }
     }

@@ -22,11 +22,13 @@ fn one_conv(spec: ConvSpec, target: Target) -> Plan {
             shape: i,
             offset: 0,
             storage: 0,
+            sub: 0,
         },
         PlanValue {
             shape: o,
             offset: a,
             storage: 1,
+            sub: 0,
         },
     ];
     Plan {
@@ -63,9 +65,12 @@ fn one_conv(spec: ConvSpec, target: Target) -> Plan {
             bn: None,
             spec,
             packed_offset: 0,
+            linear: false,
+            concat: None,
         }],
         arena_len: a + o.len(),
         scratch_per_thread: spec.scratch_len(1),
+        head_scratch: 0,
         packed_len: spec.packed_len(),
         notes: vec![
             StepNote {

@@ -81,11 +81,8 @@ pub fn emit(plan: &Plan, opts: &EmitOptions) -> Result<String, EmitError> {
             plan.target.kernels
         )));
     }
-    let [output] = plan.outputs[..] else {
-        return Err(EmitError::Unsupported(format!(
-            "the network has {} outputs: only single-output (pose) networks can be compiled yet",
-            plan.outputs.len()
-        )));
+    let Some(&output) = plan.outputs.first() else {
+        return Err(EmitError::Unsupported("the network has no output".into()));
     };
     let e = Emitter::new(plan, opts, output);
     let file: syn::File = syn::parse2(e.file()).map_err(|e| EmitError::Parse(e.to_string()))?;
@@ -99,7 +96,7 @@ pub fn emit(plan: &Plan, opts: &EmitOptions) -> Result<String, EmitError> {
 struct Emitter<'p> {
     plan: &'p Plan,
     opts: &'p EmitOptions,
-    /// The network's only output.
+    /// The network's first output (pose heatmaps, class logits, segmentation logits).
     output: Shape,
     /// The distinct conv shapes in order of first use (`S0`, `S1`, …) and their numbers.
     specs: Vec<ConvSpec>,
@@ -172,10 +169,58 @@ impl<'p> Emitter<'p> {
         quote!(#(#items)*)
     }
 
+    /// Whether any step satisfies `f`.
+    fn any_step(&self, f: impl Fn(&Step) -> bool) -> bool {
+        self.plan.steps.iter().any(f)
+    }
+
+    /// Exactly the names the file uses (generated code is `include!`d: no unused imports).
     fn imports(&self) -> TokenStream {
+        let p = self.plan;
+        let mut kernels = vec![quote!(self)];
+        if self.any_step(|s| matches!(s, Step::Add { .. } | Step::AddUpsampled { .. })) {
+            kernels.push(quote!(eltwise));
+        }
+        if self.any_step(|s| {
+            matches!(
+                s,
+                Step::GlobalAvgPool { .. }
+                    | Step::SpatialGather { .. }
+                    | Step::ObjectAttention { .. }
+            )
+        }) {
+            kernels.push(quote!(head));
+        }
+        kernels.extend([quote!(ActShape), quote!(Algo)]);
+        if p.convs.iter().any(|c| c.concat.is_some()) {
+            kernels.push(quote!(Concat));
+        }
+        kernels.extend([quote!(ConvSpec), quote!(Ctx), quote!(Epilogue)]);
+        let mut model = vec![quote!(split2)];
+        if self.any_step(|s| {
+            matches!(
+                s,
+                Step::Add { .. }
+                    | Step::SpatialGather { .. }
+                    | Step::Conv {
+                        add: Addend::Value(_),
+                        ..
+                    }
+            )
+        }) {
+            model.push(quote!(split3));
+        }
+        if self.any_step(|s| matches!(s, Step::ObjectAttention { .. })) {
+            model.push(quote!(split4));
+        }
+        model.push(quote!(ConvParams));
+        if p.convs.iter().any(|c| c.bn.is_some()) {
+            model.push(quote!(FoldedBn));
+        }
+        model.extend([quote!(LoadError), quote!(RunError), quote!(Scratch)]);
         quote! {
-            use hrnet_runtime::kernels::{self, eltwise, ActShape, Algo, ConvSpec, Ctx, Epilogue};
-            use hrnet_runtime::model::{split2, split3, ConvParams, FoldedBn, LoadError, RunError, Scratch};
+            use hrnet_runtime::kernels::{#(#kernels),*};
+            use hrnet_runtime::model::{#(#model),*};
             use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint, TensorSpec};
         }
     }
@@ -190,11 +235,28 @@ impl<'p> Emitter<'p> {
             lit(p.scratch_per_thread),
             lit(p.packed_len),
         );
+        let extra = (p.outputs.len() > 1).then(|| {
+            let n = lit(p.outputs.len());
+            let shapes = p.outputs.iter().map(|o| {
+                let (c, h, w) = (lit(o.c), lit(o.h), lit(o.w));
+                quote!([1, #c, #h, #w])
+            });
+            quote! {
+                /// Every output's shape, NCHW ([`Model::run_outputs`]).
+                pub const OUTPUT_SHAPES: [[usize; 4]; #n] = [#(#shapes),*];
+            }
+        });
+        let out_doc = if p.outputs.len() > 1 {
+            " Output shape, NCHW (the first output's)."
+        } else {
+            " Output shape, NCHW."
+        };
         quote! {
             /// Input shape, NCHW.
             pub const INPUT_SHAPE: [usize; 4] = [1, #ic, #ih, #iw];
-            /// Output shape, NCHW.
+            #[doc = #out_doc]
             pub const OUTPUT_SHAPE: [usize; 4] = [1, #oc, #oh, #ow];
+            #extra
             /// Activation arena, in floats.
             const ARENA_LEN: usize = #arena;
             /// Winograd scratch per thread, in floats.
@@ -257,7 +319,18 @@ impl<'p> Emitter<'p> {
             };
             let spec = self.spec_name(&c.spec);
             let off = lit(c.packed_offset);
-            quote!(ConvParams::new(#key, #bias, #bn, #spec, #off))
+            if !c.linear && c.concat.is_none() {
+                return quote!(ConvParams::new(#key, #bias, #bn, #spec, #off));
+            }
+            let linear = c.linear;
+            let concat = match &c.concat {
+                Some(cat) => {
+                    let parts = cat.parts().iter().map(|&n| lit(n));
+                    quote!(Some(Concat::new(&[#(#parts),*])))
+                }
+                None => quote!(None),
+            };
+            quote!(ConvParams::full(#key, #bias, #bn, #spec, #off, #linear, #concat))
         });
         quote! {
             /// Every convolution in execution order: checkpoint keys, shape, packed offset.
@@ -341,20 +414,43 @@ impl<'p> Emitter<'p> {
         })
     }
 
-    /// `Model::run`: one runtime check of the buffers, then one call per section.
+    /// `Model::run`: one runtime check of the buffers, then one call per section; with
+    /// several outputs, `run` writes the first and `run_outputs` any prefix of them.
     fn run_fn(&self) -> TokenStream {
         let calls = self.sections.iter().map(|(name, steps)| {
             let f = format_ident!("{}", name);
             let args = self.section_signature(steps).1;
             quote!(#f(#(#args),*);)
         });
+        if self.plan.outputs.len() == 1 {
+            return quote! {
+                /// Runs the network: `input` is 1x3xHxW NCHW ([`INPUT_SHAPE`]), `output` receives
+                /// [`OUTPUT_SHAPE`].
+                pub fn run(&self, input: &[f32], output: &mut [f32], scratch: &mut Scratch) -> Result<(), RunError> {
+                    hrnet_runtime::model::check_buffers(
+                        INPUT_SHAPE, [OUTPUT_SHAPE], ARENA_LEN, TILES_PER_THREAD,
+                        input, [output.len()], scratch,
+                    )?;
+                    let Scratch { arena, tiles, ctx } = scratch;
+                    let w = &self.packed[..];
+                    #(#calls)*
+                    Ok(())
+                }
+            };
+        }
         quote! {
             /// Runs the network: `input` is 1x3xHxW NCHW ([`INPUT_SHAPE`]), `output` receives
-            /// [`OUTPUT_SHAPE`].
+            /// the first output ([`OUTPUT_SHAPE`]).
             pub fn run(&self, input: &[f32], output: &mut [f32], scratch: &mut Scratch) -> Result<(), RunError> {
+                self.run_outputs(input, &mut [output], scratch)
+            }
+
+            /// Runs the network into `outputs[k]` ([`OUTPUT_SHAPES`]`[k]`) for every `k` it
+            /// holds: any prefix of the outputs (the others are not written).
+            pub fn run_outputs(&self, input: &[f32], outputs: &mut [&mut [f32]], scratch: &mut Scratch) -> Result<(), RunError> {
                 hrnet_runtime::model::check_buffers(
-                    INPUT_SHAPE, [OUTPUT_SHAPE], ARENA_LEN, TILES_PER_THREAD,
-                    input, [output.len()], scratch,
+                    INPUT_SHAPE, OUTPUT_SHAPES, ARENA_LEN, TILES_PER_THREAD,
+                    input, outputs.iter().map(|o| o.len()), scratch,
                 )?;
                 let Scratch { arena, tiles, ctx } = scratch;
                 let w = &self.packed[..];
@@ -366,6 +462,41 @@ impl<'p> Emitter<'p> {
 
     /// `Session` and its `HeatmapModel` implementation.
     fn session(&self) -> TokenStream {
+        let head = self.any_step(|s| {
+            matches!(
+                s,
+                Step::Resize { .. }
+                    | Step::AddResized { .. }
+                    | Step::GlobalAvgPool { .. }
+                    | Step::SpatialGather { .. }
+                    | Step::ObjectAttention { .. }
+            )
+        });
+        if head || self.plan.outputs.len() != 1 {
+            // Classification and segmentation: a session is a model with its scratch.
+            return quote! {
+                /// A model with one caller's working memory.
+                #[derive(Debug)]
+                pub struct Session<'m> {
+                    model: &'m Model,
+                    scratch: Scratch,
+                }
+
+                impl Model {
+                    /// A session running kernels on `threads` threads.
+                    pub fn session(&self, threads: usize) -> Session<'_> {
+                        Session { model: self, scratch: self.scratch(threads) }
+                    }
+                }
+
+                impl Session<'_> {
+                    /// [`Model::run`] with this session's scratch.
+                    pub fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), RunError> {
+                        self.model.run(input, output, &mut self.scratch)
+                    }
+                }
+            };
+        }
         quote! {
             /// A model with one caller's working memory: what
             /// `hrnet_runtime::pose::PoseEstimator` drives (crop, run, decode).
@@ -418,11 +549,23 @@ impl<'p> Emitter<'p> {
             .iter()
             .any(|&k| matches!(kind(k), Step::Output { .. }))
         {
-            params.push(quote!(output: &mut [f32]));
-            args.push(quote!(output));
+            if self.plan.outputs.len() == 1 {
+                params.push(quote!(output: &mut [f32]));
+                args.push(quote!(output));
+            } else {
+                params.push(quote!(outputs: &mut [&mut [f32]]));
+                args.push(quote!(outputs));
+            }
         }
         if !steps.iter().any(|&k| matches!(kind(k), Step::Conv { .. })) {
             params[1] = quote!(_w: &[f32]);
+        }
+        if !steps.iter().any(|&k| {
+            matches!(
+                kind(k),
+                Step::Conv { .. } | Step::SpatialGather { .. } | Step::ObjectAttention { .. }
+            )
+        }) {
             params[3] = quote!(_t: &mut [f32]);
         }
         let uses_ctx = steps.iter().any(|&k| {
@@ -552,9 +695,78 @@ impl<'p> Emitter<'p> {
                     y.copy_from_slice(x);
                 }
             }
-            Step::Output { src, .. } => {
+            Step::AddResized {
+                low,
+                dst,
+                align_corners,
+                relu,
+                ..
+            } => {
+                let (lo, acc) = (self.range(low), self.range(dst));
+                let (ls, ds) = (self.shape(low), self.shape(dst));
+                quote! {
+                    let (lo, acc) = split2(a, #lo, #acc);
+                    kernels::add_resized_bilinear(ctx, #ls, lo, #ds, acc, #align_corners, #relu);
+                }
+            }
+            Step::Resize {
+                src,
+                dst,
+                align_corners,
+            } => {
+                let (x, y) = (self.range(src), self.range(dst));
+                let (xs, ys) = (self.shape(src), self.shape(dst));
+                quote! {
+                    let (x, y) = split2(a, #x, #y);
+                    kernels::resize_bilinear(ctx, #xs, x, #ys, y, #align_corners);
+                }
+            }
+            Step::GlobalAvgPool { src, dst } => {
+                let (x, y, xs) = (self.range(src), self.range(dst), self.shape(src));
+                quote! {
+                    let (x, y) = split2(a, #x, #y);
+                    head::global_avg_pool_blocked(ctx, #xs, x, y);
+                }
+            }
+            Step::SpatialGather { logits, feats, dst } => {
+                let (l, f, y) = (self.range(logits), self.range(feats), self.range(dst));
+                let (ls, fs) = (self.shape(logits), self.shape(feats));
+                quote! {
+                    let (l, f, y) = split3(a, #l, #f, #y);
+                    head::softmax_spatial_gather(ctx, #ls, l, #fs, f, y, t);
+                }
+            }
+            Step::ObjectAttention {
+                query,
+                key,
+                value,
+                dst,
+            } => {
+                let (q, k, v, y) = (
+                    self.range(query),
+                    self.range(key),
+                    self.range(value),
+                    self.range(dst),
+                );
+                let qs = self.shape(query);
+                let regions = lit(self.plan.values[key].shape.h());
+                quote! {
+                    let (q, k, v, y) = split4(a, #q, #k, #v, #y);
+                    head::object_attention(ctx, #qs, q, #regions, k, v, y, t);
+                }
+            }
+            Step::Output { src, index } => {
                 let (r, s) = (self.range(src), self.shape(src));
-                quote!(kernels::to_nchw(#s, &a[#r], output);)
+                if self.plan.outputs.len() == 1 {
+                    quote!(kernels::to_nchw(#s, &a[#r], output);)
+                } else {
+                    let i = lit(index);
+                    quote! {
+                        if let Some(o) = outputs.get_mut(#i) {
+                            kernels::to_nchw(#s, &a[#r], o);
+                        }
+                    }
+                }
             }
         };
         quote! {
@@ -569,8 +781,8 @@ impl<'p> Emitter<'p> {
 /// 1. A statement `hrnet_note!("…");` (possibly wrapped over several lines) becomes the line
 ///    comment `// …` at the statement's indentation; the literal is unescaped (`\\`, `\"`),
 ///    and its text came through [`comment_text`], so it holds no control characters.
-/// 2. A row `ConvParams::new(…),` that prettyplease wrapped is joined back onto one line, so
-///    the convolution table reads as a table.
+/// 2. A row `ConvParams::new(…),` or `ConvParams::full(…),` that prettyplease wrapped is
+///    joined back onto one line, so the convolution table reads as a table.
 /// 3. A blank line separates top-level items: one is inserted before a top-level `///`, `#[`
 ///    or `impl` line unless the previous line is blank or is itself a top-level doc line or
 ///    attribute.
@@ -599,7 +811,9 @@ fn layout(body: &str) -> String {
             prev_doc = false;
             continue;
         }
-        if trimmed.starts_with("ConvParams::new(") && !trimmed.ends_with("),") {
+        if (trimmed.starts_with("ConvParams::new(") || trimmed.starts_with("ConvParams::full("))
+            && !trimmed.ends_with("),")
+        {
             let mut row = trimmed.to_string();
             for more in lines.by_ref() {
                 let m = more.trim();

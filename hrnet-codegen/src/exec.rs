@@ -5,10 +5,10 @@
 //! against the reference engine, in one process) and `hrnetc bench --profile`, which times
 //! each step (see [`crate::profile`]).
 
-use crate::plan::{Addend, Plan, Step};
+use crate::plan::{Addend, Plan, PlanValue, Step};
 use crate::target::Packing;
-use hrnet_runtime::kernels::{self, eltwise, Epilogue};
-use hrnet_runtime::model::{split2, split3, RunError, Scratch};
+use hrnet_runtime::kernels::{self, eltwise, head, Ctx, Epilogue};
+use hrnet_runtime::model::{split2, split3, split4, RunError, Scratch};
 
 /// Runs `plan` with `packed` weights on `input` (NCHW) into `outputs` (NCHW, one per plan
 /// output), using `scratch` (made with [`Plan::scratch`]). Allocates nothing.
@@ -106,6 +106,11 @@ pub fn execute_observed(
                 let (lo, acc) = split2(arena, r(low), r(dst));
                 eltwise::add_upsampled(ctx, plan.values[dst].shape, acc, lo, log2, relu);
             }
+            Step::AddResized { .. }
+            | Step::Resize { .. }
+            | Step::GlobalAvgPool { .. }
+            | Step::SpatialGather { .. }
+            | Step::ObjectAttention { .. } => head_step(&plan.values, step, arena, tiles, ctx),
             Step::Copy { src, dst } => {
                 let (x, y) = split2(arena, r(src), r(dst));
                 y.copy_from_slice(x);
@@ -119,4 +124,75 @@ pub fn execute_observed(
         after_step(i);
     }
     Ok(())
+}
+
+/// Runs one of the head steps (bilinear resizes, global average pool, OCR's gather and
+/// attention) with hrnet-runtime's kernels: how `exec` and the JIT (which generates code for
+/// the convolutions and element-wise steps only) both run them. `tiles` is the whole thread
+/// scratch. Other steps are not head steps and do nothing here.
+///
+/// # Panics
+/// If a value lies outside `arena` or the buffers overlap (a plan bug; `Plan::check` rules
+/// both out).
+pub(crate) fn head_step(
+    values: &[PlanValue],
+    step: &Step,
+    arena: &mut [f32],
+    tiles: &mut [f32],
+    ctx: &Ctx,
+) {
+    let r = |v: usize| values[v].offset..values[v].offset + values[v].len();
+    let shape = |v: usize| values[v].shape;
+    match *step {
+        Step::AddResized {
+            low,
+            dst,
+            align_corners,
+            relu,
+            ..
+        } => {
+            let (lo, acc) = split2(arena, r(low), r(dst));
+            kernels::add_resized_bilinear(
+                ctx,
+                shape(low),
+                lo,
+                shape(dst),
+                acc,
+                align_corners,
+                relu,
+            );
+        }
+        Step::Resize {
+            src,
+            dst,
+            align_corners,
+        } => {
+            let (x, y) = split2(arena, r(src), r(dst));
+            kernels::resize_bilinear(ctx, shape(src), x, shape(dst), y, align_corners);
+        }
+        Step::GlobalAvgPool { src, dst } => {
+            let (x, y) = split2(arena, r(src), r(dst));
+            head::global_avg_pool_blocked(ctx, shape(src), x, y);
+        }
+        Step::SpatialGather { logits, feats, dst } => {
+            let (l, f, y) = split3(arena, r(logits), r(feats), r(dst));
+            head::softmax_spatial_gather(ctx, shape(logits), l, shape(feats), f, y, tiles);
+        }
+        Step::ObjectAttention {
+            query,
+            key,
+            value,
+            dst,
+        } => {
+            let (q, k, v, y) = split4(arena, r(query), r(key), r(value), r(dst));
+            let regions = shape(key).h();
+            head::object_attention(ctx, shape(query), q, regions, k, v, y, tiles);
+        }
+        Step::Input { .. }
+        | Step::Conv { .. }
+        | Step::Add { .. }
+        | Step::AddUpsampled { .. }
+        | Step::Copy { .. }
+        | Step::Output { .. } => {}
+    }
 }

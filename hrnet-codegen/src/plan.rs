@@ -16,7 +16,8 @@
 
 use crate::target::{Kernels, Packing, Target};
 use hrnet_ir::ir::{FoldedBn, Graph, NodeId, Op, Resize, Shape};
-use hrnet_runtime::kernels::{ActShape, Algo, ConvSpec};
+use hrnet_runtime::kernels::head::{object_attention_scratch_len, spatial_gather_scratch_len};
+use hrnet_runtime::kernels::{ActShape, Algo, Concat, ConvSpec};
 use std::collections::HashMap;
 
 /// Index of a [`PlanValue`].
@@ -32,6 +33,9 @@ pub struct PlanValue {
     pub offset: usize,
     /// Storage group: values with the same storage are one buffer updated in place.
     pub storage: usize,
+    /// Offset inside the storage, in floats: non-zero for a part of a concatenation buffer
+    /// (see [`hrnet_runtime::kernels::Concat`]), which lives inside the buffer's storage.
+    pub sub: usize,
 }
 
 impl PlanValue {
@@ -61,6 +65,12 @@ pub struct ConvLayer {
     pub spec: ConvSpec,
     /// Offset of the packed weights in the model's weight buffer, in floats.
     pub packed_offset: usize,
+    /// The layer is an `nn.Linear` (a classifier, weight `[out, in]`) run as a 1×1
+    /// convolution on a 1×1 map.
+    pub linear: bool,
+    /// The conv reads a part-padded concatenation buffer (`spec.cin()` is the buffer's
+    /// channels; the loader spreads the checkpoint's logical channels over them).
+    pub concat: Option<Concat>,
 }
 
 /// What a convolution adds before its ReLU.
@@ -123,6 +133,58 @@ pub enum Step {
         /// ReLU last.
         relu: bool,
     },
+    /// `acc = relu?(acc + bilinear(low))` in place (the segmentation exchange unit):
+    /// `dst` shares storage with `acc`.
+    AddResized {
+        /// Accumulator, updated in place.
+        acc: ValueId,
+        /// Lower-resolution operand, resized to `acc`'s size.
+        low: ValueId,
+        /// The updated accumulator.
+        dst: ValueId,
+        /// PyTorch's `align_corners`.
+        align_corners: bool,
+        /// ReLU last.
+        relu: bool,
+    },
+    /// `dst = bilinear(src)` to `dst`'s size (halo and padding written as zeros).
+    Resize {
+        /// Source.
+        src: ValueId,
+        /// Destination (often a part of a concatenation buffer).
+        dst: ValueId,
+        /// PyTorch's `align_corners`.
+        align_corners: bool,
+    },
+    /// `dst` (blocked `C × 1 × 1`) = the mean of every channel of `src`.
+    GlobalAvgPool {
+        /// Source.
+        src: ValueId,
+        /// Destination.
+        dst: ValueId,
+    },
+    /// OCR's spatial gather: `dst` (`C × K × 1`) from `logits` (`K × H × W`) and `feats`
+    /// (`C × H × W`); uses the thread scratch.
+    SpatialGather {
+        /// The auxiliary logits.
+        logits: ValueId,
+        /// The pixel features.
+        feats: ValueId,
+        /// Object-region features.
+        dst: ValueId,
+    },
+    /// OCR's object attention: `dst` (`D × H × W`) from `query` (`D × H × W`), `key` and
+    /// `value` (`D × K × 1`); uses the thread scratch.
+    ObjectAttention {
+        /// `f_pixel`'s output.
+        query: ValueId,
+        /// `f_object`'s output.
+        key: ValueId,
+        /// `f_down`'s output.
+        value: ValueId,
+        /// The attended context.
+        dst: ValueId,
+    },
     /// `dst = src`, so that a value still read later can be updated in place.
     Copy {
         /// Source.
@@ -158,8 +220,13 @@ pub struct Plan {
     pub convs: Vec<ConvLayer>,
     /// Arena length in floats.
     pub arena_len: usize,
-    /// Scratch floats each thread needs (Winograd tiles).
+    /// Scratch floats each thread needs (Winograd tiles; OCR's softmax buffers, which a
+    /// step takes from the whole scratch of every thread).
     pub scratch_per_thread: usize,
+    /// Scratch floats per thread the head steps ([`Step::SpatialGather`],
+    /// [`Step::ObjectAttention`]) need, included in `scratch_per_thread`; each such step takes
+    /// the scratch of every thread as one slice.
+    pub head_scratch: usize,
     /// Total packed-weight floats.
     pub packed_len: usize,
     /// For each step: where in the network it belongs and what IR node it computes.
@@ -203,6 +270,9 @@ pub fn plan(g: &Graph, target: &Target) -> Result<Plan, PlanError> {
         convs: Vec::new(),
         of: HashMap::new(),
         at: HashMap::new(),
+        created: Vec::new(),
+        concat_of: HashMap::new(),
+        head_scratch: 0,
     };
     let input = g.node(g.inputs()[0]).shape;
     let mut outputs = Vec::new();
@@ -293,24 +363,26 @@ impl Builder<'_> {
                 });
             }
             Op::AddResized { resize, relu } => {
-                let Resize::Nearest { factor } = *resize else {
-                    return Err(PlanError::Unsupported(
-                        "bilinear exchange units (segmentation) are not supported by the compiled engines yet".into(),
-                    ));
-                };
-                if !factor.is_power_of_two() {
-                    return Err(PlanError::Internal(format!(
-                        "nearest factor {factor} is not a power of two"
-                    )));
-                }
-                let log2 = factor.trailing_zeros();
                 let acc = b.value(ops[0])?;
                 let acc_dies = b.last_read(ops[0], step);
                 let low = b.value(ops[1])?;
+                if b.values[low].shape.c() != b.values[acc].shape.c() {
+                    return Err(PlanError::Internal(format!(
+                        "add_resized `{}`: operands have different channels",
+                        node.name
+                    )));
+                }
+                if let Resize::Nearest { factor } = *resize {
+                    if !factor.is_power_of_two() {
+                        return Err(PlanError::Internal(format!(
+                            "nearest factor {factor} is not a power of two"
+                        )));
+                    }
+                }
                 let acc = if acc_dies {
                     acc
                 } else {
-                    let copy = b.fresh_anon(node.shape);
+                    let copy = b.fresh_anon(b.values[acc].shape);
                     b.steps.push(Step::Copy {
                         src: acc,
                         dst: copy,
@@ -318,12 +390,111 @@ impl Builder<'_> {
                     copy
                 };
                 let dst = b.alias(n, acc);
-                b.steps.push(Step::AddUpsampled {
-                    acc,
-                    low,
+                b.steps.push(match *resize {
+                    Resize::Nearest { factor } => Step::AddUpsampled {
+                        acc,
+                        low,
+                        dst,
+                        log2: factor.trailing_zeros(),
+                        relu: *relu,
+                    },
+                    Resize::Bilinear { align_corners } => Step::AddResized {
+                        acc,
+                        low,
+                        dst,
+                        align_corners,
+                        relu: *relu,
+                    },
+                });
+            }
+            Op::Resize(Resize::Bilinear { align_corners }) => {
+                let src = b.value(ops[0])?;
+                if b.values[src].shape.c() != node.shape.c {
+                    return Err(PlanError::Internal(format!(
+                        "resize `{}` changes the channel count",
+                        node.name
+                    )));
+                }
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::Resize {
+                    src,
                     dst,
-                    log2,
-                    relu: *relu,
+                    align_corners: *align_corners,
+                });
+            }
+            Op::Concat { .. } => b.concat(n, step)?,
+            Op::GlobalAvgPool => {
+                let src = b.value(ops[0])?;
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::GlobalAvgPool { src, dst });
+            }
+            Op::Linear {
+                in_features,
+                out_features,
+            } => {
+                let src = b.value(ops[0])?;
+                if b.values[src].shape != ActShape::new(*in_features, 1, 1) {
+                    return Err(PlanError::Internal(format!(
+                        "linear `{}` reads a value that is not {in_features}x1x1",
+                        node.name
+                    )));
+                }
+                let layer = b.linear(n, *in_features, *out_features)?;
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::Conv {
+                    layer,
+                    src,
+                    dst,
+                    add: Addend::None,
+                    acc: None,
+                    upsample_log2: 0,
+                    relu: false,
+                });
+            }
+            Op::SpatialGather => {
+                let (logits, feats) = (b.value(ops[0])?, b.value(ops[1])?);
+                let (ls, fs) = (b.values[logits].shape, b.values[feats].shape);
+                if ls.h() != fs.h() || ls.w() != fs.w() || ls.h() * ls.w() == 0 {
+                    return Err(PlanError::Internal(format!(
+                        "spatial_gather `{}`: logits {}x{} and features {}x{}",
+                        node.name,
+                        ls.h(),
+                        ls.w(),
+                        fs.h(),
+                        fs.w()
+                    )));
+                }
+                b.head_scratch =
+                    b.head_scratch
+                        .max(spatial_gather_scratch_len(ls.c(), ls.h(), ls.w(), 1));
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::SpatialGather { logits, feats, dst });
+            }
+            Op::ObjectAttention => {
+                let (query, key, value) = (b.value(ops[0])?, b.value(ops[1])?, b.value(ops[2])?);
+                let (qs, ks, vs) = (
+                    b.values[query].shape,
+                    b.values[key].shape,
+                    b.values[value].shape,
+                );
+                if ks != vs || ks.c() != qs.c() || ks.w() != 1 || ks.h() == 0 {
+                    return Err(PlanError::Unsupported(format!(
+                        "object_attention `{}`: query {}, key {} and value {} channels must agree (KEY_CHANNELS)",
+                        node.name,
+                        qs.c(),
+                        ks.c(),
+                        vs.c()
+                    )));
+                }
+                b.head_scratch =
+                    b.head_scratch
+                        .max(object_attention_scratch_len(qs.c(), ks.h(), 1));
+                let dst = b.fresh(n, node.shape);
+                b.steps.push(Step::ObjectAttention {
+                    query,
+                    key,
+                    value,
+                    dst,
                 });
             }
             Op::Add { relu } => {
@@ -341,18 +512,6 @@ impl Builder<'_> {
                 outputs.push((*index, node.shape));
                 b.steps.push(Step::Output { src, index: *index });
             }
-            Op::Resize(Resize::Bilinear { .. })
-            | Op::Concat { .. }
-            | Op::GlobalAvgPool
-            | Op::Linear { .. }
-            | Op::SpatialGather
-            | Op::ObjectAttention => {
-                return Err(PlanError::Unsupported(format!(
-                    "{} `{}`: the classification and segmentation heads are not supported by the compiled engines yet (the reference engine runs them)",
-                    node.op.mnemonic(),
-                    node.name
-                )));
-            }
             Op::BatchNorm(_) | Op::Relu | Op::Resize(Resize::Nearest { .. }) => {
                 return Err(PlanError::Internal(format!(
                     "{} `{}` was not fused: plan only graphs that went through all passes",
@@ -369,14 +528,15 @@ fn finish(b: Builder<'_>, input: Shape, outputs: Vec<(usize, Shape)>) -> Result<
     let (arena_len, offsets) = allocate(&b.values, &b.steps);
     let mut values = b.values;
     for v in &mut values {
-        v.offset = offsets[v.storage];
+        v.offset = offsets[v.storage] + v.sub;
     }
     let scratch_per_thread = b
         .convs
         .iter()
         .map(|c| c.spec.scratch_len(1))
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(b.head_scratch);
     let packed_len = b
         .convs
         .last()
@@ -391,6 +551,7 @@ fn finish(b: Builder<'_>, input: Shape, outputs: Vec<(usize, Shape)>) -> Result<
         convs: b.convs,
         arena_len,
         scratch_per_thread,
+        head_scratch: b.head_scratch,
         packed_len,
         notes: b.notes,
     })
@@ -407,23 +568,143 @@ struct Builder<'g> {
     of: HashMap<NodeId, ValueId>,
     /// The position in the IR schedule at which each node executes.
     at: HashMap<NodeId, usize>,
+    /// For each value: the number of steps planned when it was made (its first step).
+    created: Vec<usize>,
+    /// The concatenation buffers, by value (their storages are never merged into another).
+    concat_of: HashMap<ValueId, Concat>,
+    /// Scratch floats per thread the head steps need.
+    head_scratch: usize,
 }
 
 impl Builder<'_> {
-    fn fresh_anon(&mut self, s: Shape) -> ValueId {
+    fn fresh_anon(&mut self, shape: ActShape) -> ValueId {
         let id = self.values.len();
         self.values.push(PlanValue {
-            shape: ActShape::new(s.c, s.h, s.w),
+            shape,
             offset: 0,
             storage: id,
+            sub: 0,
         });
+        self.created.push(self.steps.len());
         id
     }
 
     fn fresh(&mut self, n: NodeId, s: Shape) -> ValueId {
-        let id = self.fresh_anon(s);
+        let id = self.fresh_anon(ActShape::new(s.c, s.h, s.w));
         self.of.insert(n, id);
         id
+    }
+
+    /// A value of `shape` at `sub` floats into `base`'s storage (a part of a concatenation).
+    fn view(&mut self, base: ValueId, sub: usize, shape: ActShape) -> ValueId {
+        let id = self.values.len();
+        self.values.push(PlanValue {
+            shape,
+            offset: 0,
+            storage: self.values[base].storage,
+            sub: self.values[base].sub + sub,
+        });
+        self.created.push(self.steps.len());
+        id
+    }
+
+    /// Plans IR node `n`, a channel concatenation executing at schedule position `step`:
+    /// one part-padded buffer ([`Concat`]) whose parts are written in place by the steps that
+    /// make them when that is safe (the part's storage starts no earlier than the first
+    /// operand and the concatenation is its last reader: its storage then moves into the
+    /// buffer), and copied into it otherwise (e.g. branch 0, whose storage has lived since
+    /// the stem).
+    fn concat(&mut self, n: NodeId, step: usize) -> Result<(), PlanError> {
+        let g = self.g;
+        let node = g.node(n);
+        let ops = g.operands(n);
+        let vals = ops
+            .iter()
+            .map(|&o| self.value(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (h, w) = (node.shape.h, node.shape.w);
+        let mut parts = Vec::with_capacity(vals.len());
+        for &v in &vals {
+            let s = self.values[v].shape;
+            if s.h() != h || s.w() != w || self.concat_of.contains_key(&v) {
+                return Err(PlanError::Internal(format!(
+                    "concat `{}`: an operand of another size, or a concatenation",
+                    node.name
+                )));
+            }
+            parts.push(s.c());
+        }
+        if parts.is_empty() || parts.len() > hrnet_runtime::kernels::resize::MAX_PARTS {
+            return Err(PlanError::Unsupported(format!(
+                "concat `{}` of {} inputs: 1 to {} are supported",
+                node.name,
+                parts.len(),
+                hrnet_runtime::kernels::resize::MAX_PARTS
+            )));
+        }
+        let cat = Concat::new(&parts);
+        let buf = self.fresh_anon(cat.shape(h, w));
+        self.of.insert(n, buf);
+        self.concat_of.insert(buf, cat);
+        let first = vals.iter().map(|&v| self.created[v]).min().unwrap_or(0);
+        for (i, (&o, &v)) in ops.iter().zip(&vals).enumerate() {
+            let start = cat.part_range(i, h, w).start;
+            let st = self.values[v].storage;
+            let shared = vals
+                .iter()
+                .filter(|&&u| self.values[u].storage == st)
+                .count()
+                > 1;
+            let own = self.values.iter().all(|x| x.storage != st || x.sub == 0);
+            let buffer_storage = self.concat_of.keys().any(|&c| self.values[c].storage == st);
+            if self.last_read(o, step)
+                && self.created[st] >= first
+                && !shared
+                && own
+                && !buffer_storage
+            {
+                let to = self.values[buf].storage;
+                for x in &mut self.values {
+                    if x.storage == st {
+                        x.storage = to;
+                        x.sub = start;
+                    }
+                }
+            } else {
+                let part = self.view(buf, start, self.values[v].shape);
+                self.steps.push(Step::Copy { src: v, dst: part });
+            }
+        }
+        Ok(())
+    }
+
+    /// The conv layer of `nn.Linear` node `n`: a 1×1 convolution on a 1×1 map.
+    fn linear(&mut self, n: NodeId, cin: usize, cout: usize) -> Result<usize, PlanError> {
+        let node = self.g.node(n);
+        let spec = ConvSpec::try_new(cin, cout, 1, 1, 1, 1, 0)
+            .map_err(|e| PlanError::Unsupported(format!("linear `{}`: {e}", node.name)))?;
+        let spec = spec.with_algo(self.target.conv_algo(&spec));
+        self.push_layer(ConvLayer {
+            key: node.name.clone(),
+            label: node.name.replace(['.', '-'], "_"),
+            bias: true,
+            bn: None,
+            spec,
+            packed_offset: 0,
+            linear: true,
+            concat: None,
+        })
+    }
+
+    /// Appends `l` at the next aligned packed offset; its index.
+    fn push_layer(&mut self, mut l: ConvLayer) -> Result<usize, PlanError> {
+        let end = self
+            .convs
+            .last()
+            .map_or(0, |l| l.packed_offset + l.spec.packed_len());
+        l.packed_offset = end.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS;
+        self.convs.push(l);
+        Ok(self.convs.len() - 1)
     }
 
     /// A new value for `n` sharing `base`'s storage (an in-place update).
@@ -434,6 +715,7 @@ impl Builder<'_> {
             ..self.values[base].clone()
         };
         self.values.push(v);
+        self.created.push(self.steps.len());
         self.of.insert(n, id);
         id
     }
@@ -464,22 +746,21 @@ impl Builder<'_> {
                 node.name, c.padding
             )));
         }
-        let spec = ConvSpec::try_new(
-            c.in_channels,
-            c.out_channels,
-            x.h,
-            x.w,
-            c.kernel,
-            c.stride,
-            c.padding,
-        )
-        .map_err(|e| PlanError::Unsupported(format!("conv `{}`: {e}", node.name)))?;
+        // A conv reading a concatenation reads its part-padded buffer's channels.
+        let concat = self
+            .concat_of
+            .get(&self.value(self.g.operands(n)[0])?)
+            .copied();
+        if concat.is_some() && c.residual {
+            return Err(PlanError::Unsupported(format!(
+                "conv `{}` reads a concatenation and adds a residual",
+                node.name
+            )));
+        }
+        let cin = concat.map_or(c.in_channels, |cat| cat.channels());
+        let spec = ConvSpec::try_new(cin, c.out_channels, x.h, x.w, c.kernel, c.stride, c.padding)
+            .map_err(|e| PlanError::Unsupported(format!("conv `{}`: {e}", node.name)))?;
         let spec = spec.with_algo(self.target.conv_algo(&spec));
-        let packed_offset = self
-            .convs
-            .last()
-            .map_or(0, |l| l.packed_offset + l.spec.packed_len());
-        let packed_offset = packed_offset.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS;
         let suffix = node
             .name
             .rsplit('.')
@@ -490,15 +771,16 @@ impl Builder<'_> {
             hrnet_ir::ir::Place::Stem | hrnet_ir::ir::Place::Head => node.name.replace('.', "_"),
             p => format!("{p}_{suffix}"),
         };
-        self.convs.push(ConvLayer {
+        self.push_layer(ConvLayer {
             key: node.name.clone(),
             label,
             bias: c.bias,
             bn: c.bn.clone(),
             spec,
-            packed_offset,
-        });
-        Ok(self.convs.len() - 1)
+            packed_offset: 0,
+            linear: false,
+            concat,
+        })
     }
 }
 
@@ -510,7 +792,8 @@ fn allocate(values: &[PlanValue], steps: &[Step]) -> (usize, Vec<usize>) {
     let mut last = vec![0usize; storages];
     let mut len = vec![0usize; storages];
     for v in values {
-        len[v.storage] = len[v.storage].max(v.len().div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS);
+        let end = v.sub + v.len();
+        len[v.storage] = len[v.storage].max(end.div_ceil(ALIGN_FLOATS) * ALIGN_FLOATS);
     }
     for (i, s) in steps.iter().enumerate() {
         for v in step_values(s) {
@@ -544,7 +827,17 @@ pub fn step_values(s: &Step) -> Vec<ValueId> {
             v
         }
         Step::Add { a, b, dst, .. } => vec![a, b, dst],
-        Step::AddUpsampled { acc, low, dst, .. } => vec![acc, low, dst],
+        Step::AddUpsampled { acc, low, dst, .. } | Step::AddResized { acc, low, dst, .. } => {
+            vec![acc, low, dst]
+        }
+        Step::Resize { src, dst, .. } | Step::GlobalAvgPool { src, dst } => vec![src, dst],
+        Step::SpatialGather { logits, feats, dst } => vec![logits, feats, dst],
+        Step::ObjectAttention {
+            query,
+            key,
+            value,
+            dst,
+        } => vec![query, key, value, dst],
         Step::Copy { src, dst } => vec![src, dst],
         Step::Output { src, .. } => vec![src],
     }
@@ -573,6 +866,14 @@ impl Plan {
             end = c.packed_offset + c.spec.packed_len();
             if end > self.packed_len {
                 return Err(format!("conv {i}: packed weights end past packed_len"));
+            }
+            if c.concat.is_some_and(|cat| cat.channels() != c.spec.cin()) {
+                return Err(format!(
+                    "conv {i}: input channels differ from its concatenation"
+                ));
+            }
+            if c.linear && (c.spec.k() != 1 || c.spec.h_in() != 1 || c.spec.w_in() != 1) {
+                return Err(format!("conv {i}: a linear layer that is not 1x1 on 1x1"));
             }
             let runtime = self.target.kernels == Kernels::Runtime;
             if runtime && c.spec.scratch_len(1) > self.scratch_per_thread {
@@ -634,8 +935,64 @@ impl Plan {
                 {
                     return Err(format!("step {i}: bad in-place add"))
                 }
-                Step::Copy { src, dst } if !disjoint(src, dst) => {
-                    return Err(format!("step {i}: copy overlaps"))
+                Step::AddResized { acc, low, dst, .. }
+                    if range(acc) != range(dst)
+                        || !disjoint(low, dst)
+                        || self.values[low].shape.c() != self.values[dst].shape.c() =>
+                {
+                    return Err(format!("step {i}: bad in-place resized add"))
+                }
+                Step::Resize { src, dst, .. }
+                    if !disjoint(src, dst)
+                        || self.values[src].shape.c() != self.values[dst].shape.c()
+                        || (self.values[src].shape.h() * self.values[src].shape.w() == 0
+                            && self.values[dst].shape.h() * self.values[dst].shape.w() > 0) =>
+                {
+                    return Err(format!("step {i}: bad resize"))
+                }
+                Step::GlobalAvgPool { src, dst }
+                    if !disjoint(src, dst)
+                        || self.values[dst].shape
+                            != ActShape::new(self.values[src].shape.c(), 1, 1)
+                        || self.values[src].shape.h() * self.values[src].shape.w() == 0 =>
+                {
+                    return Err(format!("step {i}: bad global average pool"))
+                }
+                Step::SpatialGather { logits, feats, dst } => {
+                    let (ls, fs) = (self.values[logits].shape, self.values[feats].shape);
+                    if ls.h() != fs.h()
+                        || ls.w() != fs.w()
+                        || ls.h() * ls.w() == 0
+                        || self.values[dst].shape != ActShape::new(fs.c(), ls.c(), 1)
+                        || !disjoint(logits, dst)
+                        || !disjoint(feats, dst)
+                        || spatial_gather_scratch_len(ls.c(), ls.h(), ls.w(), 1) > self.head_scratch
+                    {
+                        return Err(format!("step {i}: bad spatial gather"));
+                    }
+                }
+                Step::ObjectAttention {
+                    query,
+                    key,
+                    value,
+                    dst,
+                } => {
+                    let (qs, ks) = (self.values[query].shape, self.values[key].shape);
+                    if ks != self.values[value].shape
+                        || ks.c() != qs.c()
+                        || ks.w() != 1
+                        || ks.h() == 0
+                        || self.values[dst].shape != qs
+                        || [query, key, value].iter().any(|&v| !disjoint(v, dst))
+                        || object_attention_scratch_len(qs.c(), ks.h(), 1) > self.head_scratch
+                    {
+                        return Err(format!("step {i}: bad object attention"));
+                    }
+                }
+                Step::Copy { src, dst }
+                    if !disjoint(src, dst) || self.values[src].shape != self.values[dst].shape =>
+                {
+                    return Err(format!("step {i}: copy overlaps or changes shape"))
                 }
                 _ => {}
             }
@@ -680,6 +1037,8 @@ impl ConvLayer {
                 .map(|b| hrnet_runtime::model::FoldedBn::new(&b.prefix, b.eps)),
             spec: self.spec,
             packed_offset: self.packed_offset,
+            linear: self.linear,
+            concat: self.concat,
         }
     }
 }
@@ -756,18 +1115,28 @@ impl std::fmt::Display for Plan {
             if let Some(bn) = &c.bn {
                 write!(f, ", bn({} eps={:e})", bn.prefix, bn.eps)?;
             }
+            if c.linear {
+                write!(f, ", linear")?;
+            }
+            if let Some(cat) = &c.concat {
+                write!(f, ", reads concat {:?}", cat.parts())?;
+            }
             writeln!(f, ", packed {}+{}", c.packed_offset, s.packed_len())?;
         }
         writeln!(f, "\nvalues:")?;
         for (i, v) in self.values.iter().enumerate() {
-            writeln!(
+            write!(
                 f,
-                "v{i:<4} {} at {}+{} (storage {})",
+                "v{i:<4} {} at {}+{} (storage {}",
                 shape(v.shape),
                 v.offset,
                 v.len(),
                 v.storage
             )?;
+            if v.sub > 0 {
+                write!(f, " +{}", v.sub)?;
+            }
+            writeln!(f, ")")?;
         }
         writeln!(f, "\nsteps:")?;
         let relu = |r: bool| if r { " relu" } else { "" };
@@ -812,6 +1181,39 @@ impl std::fmt::Display for Plan {
                     1u64 << log2,
                     relu(r)
                 )?,
+                Step::AddResized {
+                    acc,
+                    low,
+                    dst,
+                    align_corners,
+                    relu: r,
+                } => writeln!(
+                    f,
+                    "add_resized v{acc} + bilinear{}(v{low}) in place -> v{dst}{}",
+                    if align_corners { " align_corners" } else { "" },
+                    relu(r)
+                )?,
+                Step::Resize {
+                    src,
+                    dst,
+                    align_corners,
+                } => writeln!(
+                    f,
+                    "resize bilinear{} v{src} -> v{dst}",
+                    if align_corners { " align_corners" } else { "" }
+                )?,
+                Step::GlobalAvgPool { src, dst } => {
+                    writeln!(f, "global_avg_pool v{src} -> v{dst}")?
+                }
+                Step::SpatialGather { logits, feats, dst } => {
+                    writeln!(f, "spatial_gather v{logits}, v{feats} -> v{dst}")?
+                }
+                Step::ObjectAttention {
+                    query,
+                    key,
+                    value,
+                    dst,
+                } => writeln!(f, "object_attention v{query}, v{key}, v{value} -> v{dst}")?,
                 Step::Copy { src, dst } => writeln!(f, "copy v{src} -> v{dst}")?,
                 Step::Output { src, index } => writeln!(f, "output {index} <- v{src}")?,
             }

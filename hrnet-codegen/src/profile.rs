@@ -34,7 +34,16 @@ pub enum StepKind {
     Add,
     /// In-place `acc += upsample(low)` of an exchange unit.
     AddUpsampled,
-    /// A copy that lets a value still read later be updated in place.
+    /// In-place `acc += bilinear(low)` of a segmentation exchange unit.
+    AddResized,
+    /// Bilinear resize (the segmentation head).
+    Resize,
+    /// Global average pooling (the classification head).
+    Pool,
+    /// OCR's spatial gather and object attention.
+    Ocr,
+    /// A copy that lets a value still read later be updated in place, or into a
+    /// concatenation.
     Copy,
     /// NCHW input into the blocked layout, or a blocked output back to NCHW.
     Layout,
@@ -54,6 +63,10 @@ impl StepKind {
             }
             Step::Add { .. } => StepKind::Add,
             Step::AddUpsampled { .. } => StepKind::AddUpsampled,
+            Step::AddResized { .. } => StepKind::AddResized,
+            Step::Resize { .. } => StepKind::Resize,
+            Step::GlobalAvgPool { .. } => StepKind::Pool,
+            Step::SpatialGather { .. } | Step::ObjectAttention { .. } => StepKind::Ocr,
             Step::Copy { .. } => StepKind::Copy,
             Step::Input { .. } | Step::Output { .. } => StepKind::Layout,
         }
@@ -75,6 +88,10 @@ impl fmt::Display for StepKind {
             }
             StepKind::Add => f.write_str("add"),
             StepKind::AddUpsampled => f.write_str("add upsampled"),
+            StepKind::AddResized => f.write_str("add resized (bilinear)"),
+            StepKind::Resize => f.write_str("resize (bilinear)"),
+            StepKind::Pool => f.write_str("global average pool"),
+            StepKind::Ocr => f.write_str("ocr gather/attention"),
             StepKind::Copy => f.write_str("copy"),
             StepKind::Layout => f.write_str("layout in/out"),
         }
@@ -332,9 +349,14 @@ fn describe(plan: &Plan, step: &Step) -> (String, String) {
             }
             (shape, l.label.clone())
         }
-        Step::Add { dst, .. } | Step::AddUpsampled { dst, .. } | Step::Copy { dst, .. } => {
-            (shape(dst), String::new())
-        }
+        Step::Add { dst, .. }
+        | Step::AddUpsampled { dst, .. }
+        | Step::AddResized { dst, .. }
+        | Step::Resize { dst, .. }
+        | Step::GlobalAvgPool { dst, .. }
+        | Step::SpatialGather { dst, .. }
+        | Step::ObjectAttention { dst, .. }
+        | Step::Copy { dst, .. } => (shape(dst), String::new()),
         Step::Input { dst } => (shape(dst), "input".into()),
         Step::Output { src, index } => (shape(src), format!("output {index}")),
     }

@@ -181,11 +181,20 @@ fn bad_configs_name_the_key_and_line() {
         &hrnetc(&["graph", "/nonexistent.yaml"]),
         "cannot read /nonexistent.yaml",
     );
+    // The classification head compiles: its classifier is a 1x1 conv reading `[out, in]`.
     let cls = data().join("configs/cls/cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100.yaml");
-    fails(
-        &hrnetc(&["compile", s(&cls), "-o", s(&tmp("cls.rs"))]),
-        "not supported by the compiled engines yet",
+    let out = hrnetc(&["compile", s(&cls), "-o", s(&tmp("cls.rs"))]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let code = std::fs::read_to_string(tmp("cls.rs")).unwrap();
+    assert!(
+        code.contains("ConvParams::full(\"classifier\""),
+        "no classifier row"
+    );
+    assert!(code.contains("head::global_avg_pool_blocked("));
 }
 
 #[test]
@@ -1086,8 +1095,12 @@ fn graph_prints_the_plan() {
         &hrnetc(&["graph", s(&pose), "--plan", "--passes", "none"]),
         "--plan prints the plan of the fully optimized graph",
     );
-    refused(
-        &hrnetc(&["graph", s(&data().join("tiny_seg/config.yaml")), "--plan"]),
-        "not supported by the compiled engines yet",
-    );
+    // A segmentation plan: bilinear exchange units, the head's resizes written straight into
+    // the concatenation buffer, and the conv that reads it.
+    let seg = hrnetc(&["graph", s(&data().join("tiny_seg/config.yaml")), "--plan"]);
+    let seg_text = String::from_utf8_lossy(&seg.stdout);
+    assert!(seg.status.success());
+    for want in ["add_resized v", "resize bilinear", "reads concat ["] {
+        assert!(seg_text.contains(want), "{want} missing:\n{seg_text}");
+    }
 }

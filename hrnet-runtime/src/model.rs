@@ -2,7 +2,7 @@
 //! binding of its parameters, BatchNorm folding and weight packing (once, at load), and the
 //! per-caller working memory ([`Scratch`]) that makes inference allocation-free.
 
-use crate::kernels::{ConvSpec, Ctx};
+use crate::kernels::{Concat, ConvSpec, Ctx};
 use crate::weights::{self, BindError, BindOptions, Checkpoint, TensorSpec, WeightError};
 use std::ops::Range;
 use std::path::Path;
@@ -39,6 +39,13 @@ pub struct ConvParams<'a> {
     pub spec: ConvSpec,
     /// Where the packed weights start in the model's weight buffer, in floats.
     pub packed_offset: usize,
+    /// The checkpoint stores the weight as an `nn.Linear`'s `[out, in]` (a classifier run as
+    /// a 1×1 convolution on a 1×1 map), not `[out, in, k, k]`.
+    pub linear: bool,
+    /// The conv reads a part-padded concatenation buffer: the checkpoint's weight has the
+    /// logical input channels ([`Concat::logical_channels`]) and is spread to the buffer's
+    /// ([`Concat::remap_input_channels`], `spec.cin() == concat.channels()`) before packing.
+    pub concat: Option<Concat>,
 }
 
 impl<'a> ConvParams<'a> {
@@ -56,7 +63,52 @@ impl<'a> ConvParams<'a> {
             bn,
             spec,
             packed_offset,
+            linear: false,
+            concat: None,
         }
+    }
+
+    /// All fields (for tables in generated code: a head conv reading a concatenation, or a
+    /// classifier).
+    pub const fn full(
+        key: &'a str,
+        bias: bool,
+        bn: Option<FoldedBn<'a>>,
+        spec: ConvSpec,
+        packed_offset: usize,
+        linear: bool,
+        concat: Option<Concat>,
+    ) -> Self {
+        ConvParams {
+            key,
+            bias,
+            bn,
+            spec,
+            packed_offset,
+            linear,
+            concat,
+        }
+    }
+
+    /// The same conv whose checkpoint weight is an `nn.Linear`'s `[out, in]`.
+    pub const fn linear(self) -> Self {
+        ConvParams {
+            linear: true,
+            ..self
+        }
+    }
+
+    /// The same conv reading the concatenation buffer `concat`.
+    pub const fn reading(self, concat: Concat) -> Self {
+        ConvParams {
+            concat: Some(concat),
+            ..self
+        }
+    }
+
+    /// Input channels of the checkpoint's weight (the logical ones of a concatenation).
+    pub fn logical_cin(&self) -> usize {
+        self.concat.map_or(self.spec.cin, |c| c.logical_channels())
     }
 
     /// This conv's slice of the packed weight buffer.
@@ -73,10 +125,13 @@ pub fn tensor_specs(convs: &[ConvParams<'_>]) -> Vec<TensorSpec> {
     let mut v = Vec::new();
     for c in convs {
         let s = &c.spec;
-        v.push(TensorSpec::new(
-            format!("{}.weight", c.key),
-            [s.cout, s.cin, s.k, s.k],
-        ));
+        let cin = c.logical_cin();
+        let shape = if c.linear {
+            vec![s.cout, cin]
+        } else {
+            vec![s.cout, cin, s.k, s.k]
+        };
+        v.push(TensorSpec::new(format!("{}.weight", c.key), shape));
         if c.bias {
             v.push(TensorSpec::new(format!("{}.bias", c.key), [s.cout]));
         }
@@ -114,12 +169,13 @@ pub fn fold_each(
     let mut tensors = bound.iter();
     let mut w_folded = Vec::new();
     let mut b_folded = Vec::new();
+    let mut w_spread = Vec::new();
     for (i, c) in convs.iter().enumerate() {
         let s = &c.spec;
         let mut next = || tensors.next().expect("bind returns one tensor per spec");
         let w = next();
         let bias = if c.bias { Some(next()) } else { None };
-        let per_out = s.cin * s.k * s.k;
+        let per_out = c.logical_cin() * s.k * s.k;
         w_folded.clear();
         b_folded.clear();
         match c.bn {
@@ -145,7 +201,15 @@ pub fn fold_each(
                 }
             }
         }
-        each(i, &w_folded, &b_folded);
+        match c.concat {
+            Some(cat) => {
+                w_spread.clear();
+                w_spread.resize(s.cout * s.cin * s.k * s.k, 0.0);
+                cat.remap_input_channels(&w_folded, s.cout, s.k * s.k, &mut w_spread);
+                each(i, &w_spread, &b_folded);
+            }
+            None => each(i, &w_folded, &b_folded),
+        }
     }
     Ok(())
 }
@@ -327,6 +391,40 @@ pub fn split3(
         (
             std::slice::from_raw_parts(p.add(a.start), a.len()),
             std::slice::from_raw_parts(p.add(b.start), b.len()),
+            std::slice::from_raw_parts_mut(p.add(dst.start), dst.len()),
+        )
+    }
+}
+
+/// Splits `arena` into shared views of `a`, `b` and `c` (which may overlap each other) and a
+/// mutable view of `dst`.
+///
+/// # Panics
+/// If `dst` overlaps `a`, `b` or `c`, or a range leaves the arena (a plan bug).
+pub fn split4(
+    arena: &mut [f32],
+    a: Range<usize>,
+    b: Range<usize>,
+    c: Range<usize>,
+    dst: Range<usize>,
+) -> (&[f32], &[f32], &[f32], &mut [f32]) {
+    for r in [&a, &b, &c, &dst] {
+        assert!(r.start <= r.end && r.end <= arena.len());
+    }
+    for r in [&a, &b, &c] {
+        assert!(
+            r.end <= dst.start || dst.end <= r.start,
+            "split4: overlapping ranges"
+        );
+    }
+    let p = arena.as_mut_ptr();
+    // SAFETY: all ranges lie inside `arena`; `dst` overlaps no shared view, so the one
+    // mutable borrow aliases nothing; all live no longer than the borrow of `arena`.
+    unsafe {
+        (
+            std::slice::from_raw_parts(p.add(a.start), a.len()),
+            std::slice::from_raw_parts(p.add(b.start), b.len()),
+            std::slice::from_raw_parts(p.add(c.start), c.len()),
             std::slice::from_raw_parts_mut(p.add(dst.start), dst.len()),
         )
     }

@@ -6,8 +6,8 @@ mod common;
 
 use common::{blocked_poisoned as blocked, isas, Rng, SameBits};
 use hrnet_runtime::kernels::head::{
-    exp_f32, global_avg_pool, linear, object_attention, object_attention_scratch_len,
-    softmax_spatial_gather, spatial_gather_scratch_len,
+    exp_f32, global_avg_pool, global_avg_pool_blocked, linear, object_attention,
+    object_attention_scratch_len, softmax_spatial_gather, spatial_gather_scratch_len,
 };
 use hrnet_runtime::kernels::{conv, from_nchw, to_nchw, ActShape, Concat, ConvSpec, Ctx, Epilogue};
 
@@ -80,6 +80,18 @@ fn global_avg_pool_matches_reference() {
                 let mut out = vec![f32::NAN; c];
                 global_avg_pool(&ctx, s, &xb, &mut out);
                 assert!(max_rel_err(&out, &want) < 1e-6, "{c}x{h}x{w}");
+                // The blocked form (what the compiled engines run before the classifier)
+                // holds the same bits, with a zero halo and zero padding channels.
+                let os = ActShape::new(c, 1, 1);
+                let mut ob = vec![f32::NAN; os.len()];
+                global_avg_pool_blocked(&ctx, s, &xb, &mut ob);
+                let got = interior(os, &ob);
+                assert!(
+                    got.iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "blocked pool differs from the flat one"
+                );
                 first.check(out, &format!("{isa:?} {threads} threads"));
             }
         }

@@ -27,7 +27,7 @@ mod wino;
 
 pub use engine::{JitEngine, JitEngineError};
 
-use crate::plan::{Addend, ConvLayer, Plan, Step};
+use crate::plan::{Addend, ConvLayer, Plan, PlanValue, Step};
 use crate::target::Packing;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
@@ -140,12 +140,18 @@ enum Tasks {
     Tiles { groups: usize, ob_chunks: usize },
 }
 
-/// One resolved kernel call.
-#[derive(Debug, Clone, Copy)]
-struct Call {
-    kernel: usize,
-    args: [Ptr; 4],
-    tasks: Tasks,
+/// One resolved call.
+#[derive(Debug, Clone)]
+enum Call {
+    /// A generated function over its tasks.
+    Jit {
+        kernel: usize,
+        args: [Ptr; 4],
+        tasks: Tasks,
+    },
+    /// A head step run with hrnet-runtime's kernels (bilinear resizes, pooling, OCR's
+    /// softmaxes: memory-bound, a few per network), as `exec` runs it.
+    Native(Step),
 }
 
 /// A plan compiled to machine code. Create it once with [`JitModel::compile`], pack weights
@@ -159,8 +165,10 @@ pub struct JitModel {
     input: Shape,
     outputs: Vec<Shape>,
     arena_len: usize,
-    /// Winograd scratch floats per thread.
+    /// Winograd and head scratch floats per thread.
     scratch_per_thread: usize,
+    /// The plan's values (where the native head steps find their buffers).
+    values: Vec<PlanValue>,
     /// Every conv, for binding.
     convs: Vec<ConvLayer>,
     jit_convs: Vec<pack::JitConv>,
@@ -213,7 +221,7 @@ impl Compiler {
 
     fn call(&mut self, k: Kernel, args: [Ptr; 4], tasks: Tasks) {
         let kernel = self.kernel(k);
-        self.calls.push(Call {
+        self.calls.push(Call::Jit {
             kernel,
             args,
             tasks,
@@ -268,7 +276,7 @@ impl JitModel {
             })
             .collect::<Result<Vec<_>, JitError>>()?;
         let packed_len = plan.packed_len;
-        let mut scratch_per_thread = 0;
+        let mut scratch_per_thread = plan.head_scratch;
         let mut c = Compiler {
             kernels: Vec::new(),
             ids: HashMap::new(),
@@ -408,6 +416,11 @@ impl JitModel {
                         Tasks::Blocks(shape.blocks()),
                     );
                 }
+                Step::AddResized { .. }
+                | Step::Resize { .. }
+                | Step::GlobalAvgPool { .. }
+                | Step::SpatialGather { .. }
+                | Step::ObjectAttention { .. } => c.calls.push(Call::Native(step.clone())),
                 Step::Output { src, index } => {
                     let shape = v(src).shape;
                     match plan.outputs.get(index) {
@@ -439,6 +452,7 @@ impl JitModel {
             outputs: plan.outputs.clone(),
             arena_len: plan.arena_len,
             scratch_per_thread,
+            values: plan.values.clone(),
             convs: plan.convs.clone(),
             jit_convs,
             packed_len,
@@ -498,16 +512,32 @@ impl JitModel {
                 actual: packed.len(),
             });
         }
-        let arena = scratch.arena.as_mut_ptr() as usize;
         let weights = packed.as_ptr() as usize;
         let inp = input.as_ptr() as usize;
-        let tiles = scratch.tiles.as_mut_ptr() as usize;
         let per_thread = self.scratch_per_thread * 4;
-        let pool = scratch.ctx.pool();
+        let Scratch {
+            arena: arena_buf,
+            tiles: tiles_buf,
+            ctx,
+        } = scratch;
         for call in &self.calls {
+            let (kernel, call_args, tasks) = match call {
+                Call::Jit {
+                    kernel,
+                    args,
+                    tasks,
+                } => (*kernel, *args, *tasks),
+                Call::Native(step) => {
+                    crate::exec::head_step(&self.values, step, arena_buf, tiles_buf, ctx);
+                    continue;
+                }
+            };
+            let arena = arena_buf.as_mut_ptr() as usize;
+            let tiles = tiles_buf.as_mut_ptr() as usize;
+            let pool = ctx.pool();
             let mut args = [0usize; 4];
             let mut skip = false;
-            for (slot, p) in args.iter_mut().zip(call.args) {
+            for (slot, p) in args.iter_mut().zip(call_args) {
                 *slot = match p {
                     Ptr::Null => 0,
                     Ptr::Arena(o) => arena + o * 4,
@@ -525,9 +555,9 @@ impl JitModel {
             if skip {
                 continue;
             }
-            let f = self.fns[call.kernel];
+            let f = self.fns[kernel];
             let [a, b, c, d] = args;
-            match call.tasks {
+            match tasks {
                 Tasks::Blocks(n) => pool.run(n, &|t, _| {
                     // SAFETY: `compile` checked every step's shapes against the plan (whose
                     // own check puts every value inside the arena), and the lengths of input,

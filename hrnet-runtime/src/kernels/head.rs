@@ -93,6 +93,54 @@ pub fn global_avg_pool(ctx: &Ctx, shape: ActShape, x: &[f32], out: &mut [f32]) {
     });
 }
 
+/// [`global_avg_pool`] into a blocked `C × 1 × 1` tensor (`ActShape::new(c, 1, 1)`, halo and
+/// padding channels zero), so that the classifier can run as a 1×1 convolution on it. The
+/// means are the same bits as [`global_avg_pool`]'s. Allocates nothing.
+///
+/// # Panics
+/// If `x.len() != shape.len()`, `out.len() != ActShape::new(shape.c, 1, 1).len()`, or the
+/// tensor has no pixel.
+pub fn global_avg_pool_blocked(ctx: &Ctx, shape: ActShape, x: &[f32], out: &mut [f32]) {
+    let os = ActShape::new(shape.c, 1, 1);
+    assert_eq!(
+        x.len(),
+        shape.len(),
+        "global_avg_pool_blocked: input length"
+    );
+    assert_eq!(
+        out.len(),
+        os.len(),
+        "global_avg_pool_blocked: output length"
+    );
+    assert!(
+        shape.h > 0 && shape.w > 0,
+        "global_avg_pool_blocked: no pixel"
+    );
+    zero_halo(os, out);
+    let n = (shape.h * shape.w) as f32;
+    let o = Ptr(out.as_mut_ptr());
+    let o = &o;
+    ctx.pool().run(shape.blocks(), &|cb, _| {
+        let mut acc = [0.0f32; BLOCK];
+        for y in 0..shape.h {
+            let row = &x[shape.pixel(cb, y, 0)..][..shape.w * BLOCK];
+            for px in row.chunks_exact(BLOCK) {
+                for (a, &v) in acc.iter_mut().zip(px) {
+                    *a += v;
+                }
+            }
+        }
+        let lanes = BLOCK.min(shape.c - cb * BLOCK);
+        let at = os.pixel(cb, 0, 0);
+        for (l, a) in acc.iter().enumerate() {
+            let v = if l < lanes { a / n } else { 0.0 };
+            // SAFETY: `at + l` is block `cb`'s one pixel, inside `out` (checked length);
+            // task `cb` alone writes it.
+            unsafe { *o.0.add(at + l) = v };
+        }
+    });
+}
+
 /// Outputs per [`linear`] task.
 const LINEAR_ROWS: usize = 16;
 
