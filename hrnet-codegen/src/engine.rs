@@ -66,9 +66,11 @@ pub struct Timing {
     pub min_ms: f64,
 }
 
-/// A network ready to run: weights bound, code compiled.
+/// A network ready to run: weights bound, code compiled. It makes one of the network's
+/// outputs, chosen when it is made ([`EngineInput::output`]).
 pub trait Engine {
-    /// Runs on `input` (NCHW, the network's input shape) into `output` (its output shape).
+    /// Runs on `input` (NCHW, the network's input shape) into `output` (the shape of the
+    /// output the engine makes).
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
 
     /// Times `runs` runs on `input` after `warmup` untimed ones.
@@ -153,6 +155,22 @@ pub enum MakeError {
     /// A thread count of 0 or above [`MAX_THREADS`].
     #[error("{0} threads: an engine runs on 1 to {MAX_THREADS} threads")]
     Threads(usize),
+    /// An output index past the network's outputs.
+    #[error("the network has {outputs} output(s): there is no output {index}")]
+    NoOutput {
+        /// The index asked for.
+        index: usize,
+        /// Outputs the network has.
+        outputs: usize,
+    },
+    /// A compiled engine asked for an output other than the first.
+    #[error("the {engine} engine makes a network's first output only; output {index} needs --engine reference for now")]
+    CompiledOutput {
+        /// The engine's name.
+        engine: &'static str,
+        /// The index asked for.
+        index: usize,
+    },
 }
 
 /// What [`make`] builds an engine from.
@@ -172,6 +190,9 @@ pub struct EngineInput<'a> {
     pub opts: BindOptions,
     /// Threads the kernels use, 1 to [`MAX_THREADS`].
     pub threads: usize,
+    /// Which of the graph's outputs the engine makes (0: the first; HRNet-OCR's auxiliary
+    /// logits are output 1). The compiled engines make output 0 only.
+    pub output: usize,
 }
 
 /// Builds the engine `kind`; `progress` hears about a (slow) AOT build.
@@ -188,13 +209,30 @@ pub fn make(
         weights,
         opts,
         threads,
+        output,
     } = input;
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(MakeError::Threads(threads));
     }
+    let outputs = graph.outputs().len();
+    if output >= outputs {
+        return Err(MakeError::NoOutput {
+            index: output,
+            outputs,
+        });
+    }
+    if output != 0 && kind != EngineKind::Reference {
+        return Err(MakeError::CompiledOutput {
+            engine: kind.name(),
+            index: output,
+        });
+    }
     let planned = || plan.ok_or(MakeError::NoPlan(kind.name()));
     Ok(match kind {
-        EngineKind::Reference => Box::new(Reference::new(graph.clone(), ckpt, opts)?),
+        EngineKind::Reference => Box::new(Reference {
+            output,
+            ..Reference::new(graph.clone(), ckpt, opts)?
+        }),
         EngineKind::Aot => {
             let plan = planned()?;
             // Check the weights here, where the error message is best.
@@ -219,33 +257,53 @@ pub fn make(
 pub struct Reference {
     graph: Graph,
     weights: HashMap<String, Vec<f32>>,
+    /// The output [`Engine::run`] writes.
+    output: usize,
 }
 
 impl Reference {
-    /// Binds `ckpt` strictly against `graph`.
+    /// Binds `ckpt` strictly against `graph`; runs make its first output.
     pub fn new(
         graph: Graph,
         ckpt: &Checkpoint,
         opts: BindOptions,
     ) -> Result<Reference, hrnet_runtime::weights::BindError> {
         let weights = crate::driver::reference_weights(ckpt, &graph, opts)?;
-        Ok(Reference { graph, weights })
+        Ok(Reference {
+            graph,
+            weights,
+            output: 0,
+        })
     }
 }
 
 impl Engine for Reference {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
-        let outs = interp::run(&self.graph, &self.weights, input)?;
-        let out = &outs[0];
+        let mut outs = interp::run(&self.graph, &self.weights, input)?;
+        let (index, count) = (self.output, outs.len());
+        if index >= count {
+            return Err(interp::InterpError::Internal(format!(
+                "the graph made {count} output(s), not output {index}"
+            ))
+            .into());
+        }
+        let out = outs.swap_remove(index);
         if out.len() != output.len() {
-            let s = self.graph.node(self.graph.outputs()[0]).shape;
+            let expected = self
+                .graph
+                .outputs()
+                .get(index)
+                .map_or([1, out.len(), 1, 1], |&id| {
+                    let s = self.graph.node(id).shape;
+                    [1, s.c, s.h, s.w]
+                });
             return Err(hrnet_runtime::model::RunError::Output {
-                expected: [1, s.c, s.h, s.w],
+                expected,
                 actual: output.len(),
             }
             .into());
         }
-        output.copy_from_slice(out);
+        output.copy_from_slice(&out);
         Ok(())
     }
 }
