@@ -4,6 +4,8 @@
 #
 # usage: bench/compare.sh [CONFIG.yaml ...]      (default: W32 256x192)
 #        bench/compare.sh --family               (W32 and W48 at 256x192 and 384x288)
+#   SIZE="H W"                                   input size (segmentation: any; default the config's)
+#   THREADS="1 2"                                thread counts
 #   RUNS=10 ROUNDS=3                             timed runs per engine, thread count and round;
 #                                                the engines take turns round by round, and the
 #                                                table shows the median of their round medians
@@ -19,6 +21,9 @@ if [ "${1:-}" = "--family" ]; then
 fi
 [ $# -gt 0 ] || set -- "$pose"/w32_256x192_adam_lr1e-3.yaml
 runs=${RUNS:-10}
+size=()
+if [ -n "${SIZE:-}" ]; then read -r -a size <<< "--size $SIZE"; fi
+thread_counts=${THREADS:-1 2}
 rounds=${ROUNDS:-3}
 peers=${PEERS:-../shared/bench/peers.py}
 python=${PYTHON:-python3}
@@ -31,15 +36,15 @@ trap 'rm -f "$results"' EXIT
 for config in "$@"; do
     name=$(basename "$config" .yaml)
     # Build the AOT engine's crate first, so that no timed run pays for it.
-    "$hrnetc" bench "$config" --engine aot --runs 1 > /dev/null
+    "$hrnetc" bench "$config" "${size[@]}" --engine aot --runs 1 > /dev/null
     for round in $(seq "$rounds"); do
-        for threads in 1 2; do
+        for threads in $thread_counts; do
             for engine in aot jit; do
-                "$hrnetc" bench "$config" --engine "$engine" --threads "$threads" --runs "$runs" |
+                "$hrnetc" bench "$config" "${size[@]}" --engine "$engine" --threads "$threads" --runs "$runs" |
                     sed "s/^{/{\"config\":\"$name\",\"round\":$round,/" >> "$results"
             done
             if [ -f "$peers" ]; then
-                "$python" "$peers" "$config" --threads "$threads" --runs "$runs" \
+                "$python" "$peers" "$config" "${size[@]}" --threads "$threads" --runs "$runs" \
                     --engines torch-eager,onnxruntime,openvino 2>/dev/null | grep '^{' |
                     sed "s/^{/{\"config\":\"$name\",\"round\":$round,/" >> "$results" || true
             fi

@@ -349,6 +349,45 @@ fn main() {
 }
 "#;
 
+/// The `run` arm of [`MAIN_RS`] for a network with several outputs (HRNet-OCR): `run WEIGHTS
+/// THREADS INPUT OUTPUT INDEX` writes output `INDEX`.
+const RUN_MULTI: &str = r#"        ("run", [input, out, index]) => {
+            let index: usize = index
+                .parse()
+                .ok()
+                .filter(|&i| i < model::OUTPUT_SHAPES.len())
+                .unwrap_or_else(|| fail(format!("bad output index {index}")));
+            let (shape, x) = npy::read_f32(input).unwrap_or_else(|e| fail(format!("{input}: {e}")));
+            if shape != model::INPUT_SHAPE {
+                fail(format!("{input}: input has shape {shape:?}, the network takes {:?}", model::INPUT_SHAPE));
+            }
+            let mut outs: Vec<Vec<f32>> =
+                model::OUTPUT_SHAPES.iter().map(|s| vec![0f32; s.iter().product()]).collect();
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            m.run_outputs(&x, &mut refs, &mut scratch).unwrap_or_else(|e| fail(e.to_string()));
+            npy::write_f32(out, &model::OUTPUT_SHAPES[index], &outs[index])
+                .unwrap_or_else(|e| fail(format!("{out}: {e}")));
+        }
+"#;
+
+/// The driver's source for a network with `outputs` outputs.
+fn main_rs(outputs: usize) -> String {
+    const SINGLE: &str = r#"        ("run", [input, out]) => {
+            let (shape, x) = npy::read_f32(input).unwrap_or_else(|e| fail(format!("{input}: {e}")));
+            if shape != model::INPUT_SHAPE {
+                fail(format!("{input}: input has shape {shape:?}, the network takes {:?}", model::INPUT_SHAPE));
+            }
+            m.run(&x, &mut output, &mut scratch).unwrap_or_else(|e| fail(e.to_string()));
+            npy::write_f32(out, &model::OUTPUT_SHAPE, &output).unwrap_or_else(|e| fail(format!("{out}: {e}")));
+        }
+"#;
+    if outputs > 1 {
+        MAIN_RS.replace(SINGLE, RUN_MULTI)
+    } else {
+        MAIN_RS.to_string()
+    }
+}
+
 /// A built model binary.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -364,8 +403,14 @@ fn file_sha256(path: &Path) -> Option<String> {
     Some(hex(&Sha256::digest(&bytes)))
 }
 
-/// Builds (or reuses) the binary for generated `source`; `progress` hears about a build.
-pub fn build(source: &str, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Built, AotError> {
+/// Builds (or reuses) the binary for generated `source` of a network with `outputs` outputs;
+/// `progress` hears about a build.
+pub fn build(
+    source: &str,
+    outputs: usize,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Built, AotError> {
+    let main_rs = main_rs(outputs);
     let root = private_cache_dir()?;
     let aot = root.join("aot");
     private_dir(&aot)?;
@@ -382,7 +427,7 @@ pub fn build(source: &str, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Bui
     part(&mut h, b"hrnet-aot key v2");
     part(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
     part(&mut h, source.as_bytes());
-    part(&mut h, MAIN_RS.as_bytes());
+    part(&mut h, main_rs.as_bytes());
     part(&mut h, manifest("", &runtime).as_bytes());
     hash_sources(&runtime, &mut h)?;
     part(&mut h, &workspace_lock);
@@ -425,7 +470,7 @@ pub fn build(source: &str, progress: &mut dyn FnMut(Progress<'_>)) -> Result<Bui
     let manifest_path = dir.join("Cargo.toml");
     std::fs::write(&manifest_path, manifest(&key, &runtime)).map_err(cache_err(&manifest_path))?;
     let main = dir.join("src").join("main.rs");
-    std::fs::write(&main, MAIN_RS).map_err(cache_err(&main))?;
+    std::fs::write(&main, &main_rs).map_err(cache_err(&main))?;
     std::fs::write(&model, source).map_err(cache_err(&model))?;
     let lockfile = dir.join("Cargo.lock");
     std::fs::write(&lockfile, &workspace_lock).map_err(cache_err(&lockfile))?;

@@ -71,7 +71,17 @@ pub fn plan_config(
     config: &Path,
     target: &Target,
 ) -> Result<(hrnet_ir::Network, Plan), CompileError> {
-    let (net, g) = driver::load_optimized(config)?;
+    plan_config_at(config, None, target)
+}
+
+/// [`plan_config`] at the input size `size` (height, width) instead of the config's, when
+/// given (see [`Builder::size`]).
+pub fn plan_config_at(
+    config: &Path,
+    size: Option<(usize, usize)>,
+    target: &Target,
+) -> Result<(hrnet_ir::Network, Plan), CompileError> {
+    let (net, g) = driver::load_optimized_at(config, size)?;
     let p = plan::plan(&g, target)?;
     Ok((net, p))
 }
@@ -222,6 +232,7 @@ pub struct Builder {
     config: PathBuf,
     out: Option<PathBuf>,
     weights: Option<(PathBuf, BindOptions)>,
+    size: Option<(usize, usize)>,
 }
 
 impl Builder {
@@ -231,7 +242,17 @@ impl Builder {
             config: config.into(),
             out: None,
             weights: None,
+            size: None,
         }
+    }
+
+    /// Compiles the network for inputs of `height × width` pixels instead of the config's
+    /// size: a segmentation network runs at any size of at least 32 pixels a side (pose and
+    /// classification sides must divide by 32). The size is checked when [`Builder::compile`]
+    /// runs (with the network's memory limits), as an error, never a panic.
+    pub fn size(mut self, height: usize, width: usize) -> Builder {
+        self.size = Some((height, width));
+        self
     }
 
     /// Writes to `path` instead of `$OUT_DIR/<config stem>.rs`.
@@ -263,8 +284,9 @@ impl Builder {
             }
         };
         println!("cargo:rerun-if-changed={}", self.config.display());
-        compile_file(
+        compile_file_at(
             &self.config,
+            self.size,
             &out,
             self.weights.as_ref().map(|(p, o)| (p.as_path(), *o)),
         )?;
@@ -282,7 +304,17 @@ pub fn compile_file(
     out: &Path,
     weights: Option<(&Path, BindOptions)>,
 ) -> Result<(), CompileError> {
-    let (_, p) = plan_config(config, &Target::runtime())?;
+    compile_file_at(config, None, out, weights)
+}
+
+/// [`compile_file`] at the input size `size` (height, width), when given.
+pub fn compile_file_at(
+    config: &Path,
+    size: Option<(usize, usize)>,
+    out: &Path,
+    weights: Option<(&Path, BindOptions)>,
+) -> Result<(), CompileError> {
+    let (_, p) = plan_config_at(config, size, &Target::runtime())?;
     let embed = match weights {
         Some((w, opts)) => {
             let ckpt = read_checkpoint(w)?;

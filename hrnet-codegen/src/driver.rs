@@ -36,16 +36,45 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Reads and lowers `path` (a regular file of at most [`MAX_CONFIG_BYTES`]).
 pub fn load_config(path: &Path) -> Result<(Network, Graph), DriverError> {
+    load_config_at(path, None)
+}
+
+/// [`load_config`] at the input size `size` (height, width) instead of the config's, when
+/// given (`--size`, [`crate::build_api::Builder::size`]): at least 32 pixels a side, checked
+/// as [`Network::with_input_size`] checks it.
+pub fn load_config_at(
+    path: &Path,
+    size: Option<(usize, usize)>,
+) -> Result<(Network, Graph), DriverError> {
     let limit = Limit {
         max: MAX_CONFIG_BYTES,
         what: "a config",
     };
     let bytes = fsio::read_regular(path, limit)?;
     let src = String::from_utf8(bytes).map_err(|_| DriverError::NotText { path: path.into() })?;
-    hrnet_ir::build(&src).map_err(|error| DriverError::Config {
+    hrnet_ir::build_at(&src, size).map_err(|error| DriverError::Config {
         path: path.into(),
         error,
     })
+}
+
+/// `net` (read from `path`) re-specialized to the input size (height, width) `(h, w)` and
+/// lowered: what a segmentation network runs on an image of its own size.
+pub fn specialize(
+    path: &Path,
+    net: &Network,
+    h: usize,
+    w: usize,
+) -> Result<(Network, Graph), DriverError> {
+    let config_err = |error: BuildError| DriverError::Config {
+        path: path.into(),
+        error,
+    };
+    let net = net
+        .with_input_size(h, w)
+        .map_err(|e| config_err(e.into()))?;
+    let g = hrnet_ir::lower_verified(&net).map_err(config_err)?;
+    Ok((net, g))
 }
 
 /// Runs `passes` over `g`, verifying after each when `verify` (always in debug builds).
@@ -65,7 +94,15 @@ pub fn optimize(
 
 /// Reads, lowers and runs the default pipeline (`--passes all`).
 pub fn load_optimized(path: &Path) -> Result<(Network, Graph), DriverError> {
-    let (net, mut g) = load_config(path)?;
+    load_optimized_at(path, None)
+}
+
+/// [`load_optimized`] at the input size `size` (height, width), as [`load_config_at`].
+pub fn load_optimized_at(
+    path: &Path,
+    size: Option<(usize, usize)>,
+) -> Result<(Network, Graph), DriverError> {
+    let (net, mut g) = load_config_at(path, size)?;
     let all: Vec<&'static Pass> = passes::PASSES.iter().collect();
     optimize(&mut g, &all, false, |_, _| {})?;
     Ok((net, g))

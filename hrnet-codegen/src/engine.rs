@@ -66,9 +66,11 @@ pub struct Timing {
     pub min_ms: f64,
 }
 
-/// A network ready to run: weights bound, code compiled.
+/// A network ready to run: weights bound, code compiled. It makes one of the network's
+/// outputs, chosen when it is made ([`EngineInput::output`]).
 pub trait Engine {
-    /// Runs on `input` (NCHW, the network's input shape) into `output` (its output shape).
+    /// Runs on `input` (NCHW, the network's input shape) into `output` (the shape of the
+    /// output the engine makes).
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
 
     /// Times `runs` runs on `input` after `warmup` untimed ones.
@@ -153,6 +155,14 @@ pub enum MakeError {
     /// A thread count of 0 or above [`MAX_THREADS`].
     #[error("{0} threads: an engine runs on 1 to {MAX_THREADS} threads")]
     Threads(usize),
+    /// An output index past the network's outputs.
+    #[error("the network has {outputs} output(s): there is no output {index}")]
+    NoOutput {
+        /// The index asked for.
+        index: usize,
+        /// Outputs the network has.
+        outputs: usize,
+    },
 }
 
 /// What [`make`] builds an engine from.
@@ -172,6 +182,9 @@ pub struct EngineInput<'a> {
     pub opts: BindOptions,
     /// Threads the kernels use, 1 to [`MAX_THREADS`].
     pub threads: usize,
+    /// Which of the graph's outputs the engine makes (0: the first; HRNet-OCR's auxiliary
+    /// logits are output 1).
+    pub output: usize,
 }
 
 /// Builds the engine `kind`; `progress` hears about a (slow) AOT build.
@@ -188,13 +201,24 @@ pub fn make(
         weights,
         opts,
         threads,
+        output,
     } = input;
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(MakeError::Threads(threads));
     }
+    let outputs = graph.outputs().len();
+    if output >= outputs {
+        return Err(MakeError::NoOutput {
+            index: output,
+            outputs,
+        });
+    }
     let planned = || plan.ok_or(MakeError::NoPlan(kind.name()));
     Ok(match kind {
-        EngineKind::Reference => Box::new(Reference::new(graph.clone(), ckpt, opts)?),
+        EngineKind::Reference => Box::new(Reference {
+            output,
+            ..Reference::new(graph.clone(), ckpt, opts)?
+        }),
         EngineKind::Aot => {
             let plan = planned()?;
             // Check the weights here, where the error message is best.
@@ -202,14 +226,18 @@ pub fn make(
             if opts.ignore_extra {
                 return Err(MakeError::IgnoreExtraAot);
             }
-            Box::new(Aot::new(plan, source, weights, threads, progress)?)
+            Box::new(Aot::with_output(
+                plan, source, weights, threads, output, progress,
+            )?)
         }
         #[cfg(feature = "jit")]
         EngineKind::Jit => Box::new(
-            crate::jit::JitEngine::new(planned()?, ckpt, opts, threads).map_err(|e| match e {
-                crate::jit::JitEngineError::Bind(b) => MakeError::Bind(b),
-                crate::jit::JitEngineError::Compile(c) => MakeError::Jit(c),
-            })?,
+            crate::jit::JitEngine::with_output(planned()?, ckpt, opts, threads, output).map_err(
+                |e| match e {
+                    crate::jit::JitEngineError::Bind(b) => MakeError::Bind(b),
+                    crate::jit::JitEngineError::Compile(c) => MakeError::Jit(c),
+                },
+            )?,
         ),
     })
 }
@@ -219,33 +247,53 @@ pub fn make(
 pub struct Reference {
     graph: Graph,
     weights: HashMap<String, Vec<f32>>,
+    /// The output [`Engine::run`] writes.
+    output: usize,
 }
 
 impl Reference {
-    /// Binds `ckpt` strictly against `graph`.
+    /// Binds `ckpt` strictly against `graph`; runs make its first output.
     pub fn new(
         graph: Graph,
         ckpt: &Checkpoint,
         opts: BindOptions,
     ) -> Result<Reference, hrnet_runtime::weights::BindError> {
         let weights = crate::driver::reference_weights(ckpt, &graph, opts)?;
-        Ok(Reference { graph, weights })
+        Ok(Reference {
+            graph,
+            weights,
+            output: 0,
+        })
     }
 }
 
 impl Engine for Reference {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
-        let outs = interp::run(&self.graph, &self.weights, input)?;
-        let out = &outs[0];
+        let mut outs = interp::run(&self.graph, &self.weights, input)?;
+        let (index, count) = (self.output, outs.len());
+        if index >= count {
+            return Err(interp::InterpError::Internal(format!(
+                "the graph made {count} output(s), not output {index}"
+            ))
+            .into());
+        }
+        let out = outs.swap_remove(index);
         if out.len() != output.len() {
-            let s = self.graph.node(self.graph.outputs()[0]).shape;
+            let expected = self
+                .graph
+                .outputs()
+                .get(index)
+                .map_or([1, out.len(), 1, 1], |&id| {
+                    let s = self.graph.node(id).shape;
+                    [1, s.c, s.h, s.w]
+                });
             return Err(hrnet_runtime::model::RunError::Output {
-                expected: [1, s.c, s.h, s.w],
+                expected,
                 actual: output.len(),
             }
             .into());
         }
-        output.copy_from_slice(out);
+        output.copy_from_slice(&out);
         Ok(())
     }
 }
@@ -258,6 +306,8 @@ pub struct Aot {
     threads: usize,
     input_shape: [usize; 4],
     output_shape: [usize; 4],
+    /// The output index the binary is asked for (networks with several outputs only).
+    output: Option<String>,
     /// A fresh private directory for the binary's input and output files.
     work: tempfile::TempDir,
 }
@@ -285,6 +335,22 @@ impl Aot {
         threads: usize,
         progress: &mut dyn FnMut(aot::Progress<'_>),
     ) -> Result<Aot, CompileError> {
+        Aot::with_output(plan, source, weights, threads, 0, progress)
+    }
+
+    /// [`Aot::new`] making output `output` of the plan's (HRNet-OCR's auxiliary logits are
+    /// output 1).
+    ///
+    /// # Panics
+    /// If the plan has no output `output` (checked by [`make`]).
+    pub fn with_output(
+        plan: &Plan,
+        source: &str,
+        weights: &Path,
+        threads: usize,
+        output: usize,
+        progress: &mut dyn FnMut(aot::Progress<'_>),
+    ) -> Result<Aot, CompileError> {
         let code = crate::emit::emit(
             plan,
             &crate::emit::EmitOptions {
@@ -292,16 +358,17 @@ impl Aot {
                 embed_weights: None,
             },
         )?;
-        let built = aot::build(&code, progress)?;
+        let built = aot::build(&code, plan.outputs.len(), progress)?;
         let work = work_dir_in(&std::env::temp_dir()).map_err(|error| CompileError::Write {
             path: std::env::temp_dir(),
             error,
         })?;
-        let (i, o) = (plan.input, plan.outputs[0]);
+        let (i, o) = (plan.input, plan.outputs[output]);
         Ok(Aot {
             exe: built.exe,
             weights: weights.into(),
             threads,
+            output: (plan.outputs.len() > 1).then(|| output.to_string()),
             input_shape: [1, i.c, i.h, i.w],
             output_shape: [1, o.c, o.h, o.w],
             work,
@@ -330,16 +397,15 @@ impl Engine for Aot {
         );
         hrnet_runtime::npy::write_f32(&x, &self.input_shape, input)?;
         let threads = self.threads.to_string();
-        aot::invoke(
-            &self.exe,
-            &[
-                "run".as_ref(),
-                self.weights.as_os_str(),
-                threads.as_ref(),
-                x.as_os_str(),
-                y.as_os_str(),
-            ],
-        )?;
+        let mut args = vec![
+            "run".as_ref(),
+            self.weights.as_os_str(),
+            threads.as_ref(),
+            x.as_os_str(),
+            y.as_os_str(),
+        ];
+        args.extend(self.output.as_deref().map(std::ffi::OsStr::new));
+        aot::invoke(&self.exe, &args)?;
         let (_, out) = hrnet_runtime::npy::read_f32(&y)?;
         if out.len() != output.len() {
             return Err(hrnet_runtime::model::RunError::Output {

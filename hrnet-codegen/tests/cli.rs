@@ -1104,3 +1104,437 @@ fn graph_prints_the_plan() {
         assert!(seg_text.contains(want), "{want} missing:\n{seg_text}");
     }
 }
+
+/// A deterministic RGB test picture (gradients and a texture), saved as PNG at `name`.
+fn test_picture(name: &str, w: u32, h: u32) -> (PathBuf, image::RgbImage) {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = |c: u32| {
+            let mut z = (x * 7919 + y * 104_729 + c * 15_485_863) ^ 0x9e37_79b9;
+            z = (z ^ (z >> 16)).wrapping_mul(0x045d_9f3b);
+            z = (z ^ (z >> 16)).wrapping_mul(0x045d_9f3b);
+            (z ^ (z >> 16)) as u8
+        };
+        image::Rgb([v(0), v(1), v(2)])
+    });
+    let path = tmp(name);
+    img.save(&path).unwrap();
+    (path, img)
+}
+
+/// How many classes a class map shows.
+fn distinct_classes(map: &image::GrayImage) -> usize {
+    let mut seen = [false; 256];
+    for p in map.pixels() {
+        seen[usize::from(p.0[0])] = true;
+    }
+    seen.iter().filter(|&&s| s).count()
+}
+
+/// Runs `hrnetc run CONFIG --weights W --engine reference ARGS..`.
+fn run_reference(config: &Path, weights: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "run",
+        s(config),
+        "--weights",
+        s(weights),
+        "--engine",
+        "reference",
+    ];
+    all.extend_from_slice(args);
+    hrnetc(&all)
+}
+
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The reference engine's output on `x` (shape `shape`) through `--input`.
+fn reference_output(
+    config: &Path,
+    weights: &Path,
+    name: &str,
+    shape: &[usize],
+    x: &[f32],
+    extra: &[&str],
+) -> (Vec<usize>, Vec<f32>) {
+    let (input, output) = (
+        tmp(&format!("{name}-in.npy")),
+        tmp(&format!("{name}-out.npy")),
+    );
+    hrnet_runtime::npy::write_f32(&input, shape, x).unwrap();
+    let mut args = vec!["--input", s(&input), "--output", s(&output)];
+    args.extend_from_slice(extra);
+    succeeded(&run_reference(config, weights, &args));
+    hrnet_runtime::npy::read_f32(&output).unwrap()
+}
+
+/// Seeded random weights for `config` as a safetensors file (the classification head alone
+/// has 10 M parameters: too large to keep in tests/data).
+fn random_weights(config: &Path, name: &str) -> PathBuf {
+    let (_, g) = hrnet_codegen::driver::load_config(config).unwrap();
+    let bytes =
+        hrnet_codegen::driver::random_checkpoint(&hrnet_codegen::driver::runtime_specs(&g), 3);
+    let path = tmp(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `run --image` on a classification network: the official preprocessing (shorter side to
+/// int(64 / 0.875) = 73, center crop 64, ImageNet normalization), then the top K as JSON,
+/// equal to the top K of the engine's logits on the same preprocessed tensor; labels by
+/// line; K clamped to the class count; the probabilities a softmax over all classes.
+#[test]
+fn classification_top_k_of_an_image() {
+    let cfg = data().join("synthetic/tiny_cls/config.yaml");
+    let weights = random_weights(&cfg, "tiny_cls.safetensors");
+    let (picture, img) = test_picture("cls.png", 90, 70);
+    let mut x = vec![0f32; 3 * 64 * 64];
+    hrnet_runtime::cls::preprocess(&img, 64, &mut x).unwrap();
+    let (shape, logits) = reference_output(&cfg, &weights, "cls", &[1, 3, 64, 64], &x, &[]);
+    assert_eq!(shape, [1, 10, 1, 1]);
+    let want = hrnet_runtime::cls::top_k(&logits, 5);
+
+    let labels = tmp("cls-labels.txt");
+    let names: Vec<String> = (0..10).map(|i| format!("thing {i}")).collect();
+    std::fs::write(&labels, names.join("\n") + "\n").unwrap();
+    let json = tmp("top.json");
+    let read = |path: &Path| -> Vec<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        doc["predictions"].as_array().unwrap().clone()
+    };
+    let r = run_reference(
+        &cfg,
+        &weights,
+        &[
+            "--image",
+            s(&picture),
+            "--output",
+            s(&json),
+            "--labels",
+            s(&labels),
+        ],
+    );
+    succeeded(&r);
+    let got = read(&json);
+    assert_eq!(got.len(), 5, "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["class"].as_u64(), Some(w.class as u64), "{got:?}");
+        assert_eq!(g["logit"].as_f64().map(|v| v as f32), Some(w.logit));
+        assert_eq!(
+            g["probability"].as_f64().map(|v| v as f32),
+            Some(w.probability)
+        );
+        assert_eq!(g["label"], format!("thing {}", w.class));
+    }
+    // K past the class count lists every class once; the probabilities sum to 1.
+    succeeded(&run_reference(
+        &cfg,
+        &weights,
+        &["--image", s(&picture), "--output", s(&json), "--top", "50"],
+    ));
+    let all = read(&json);
+    assert_eq!(all.len(), 10);
+    assert!(all.iter().all(|p| p.get("label").is_none()));
+    let sum: f64 = all.iter().map(|p| p["probability"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+    let mut classes: Vec<u64> = all.iter().map(|p| p["class"].as_u64().unwrap()).collect();
+    classes.sort();
+    assert_eq!(classes, (0..10).collect::<Vec<u64>>());
+
+    // Errors: nothing is written.
+    let never = tmp("never-top.json");
+    let _ = std::fs::remove_file(&never);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--image", s(&picture), "--output", s(&never)];
+        args.extend_from_slice(extra);
+        run_reference(&cfg, &weights, &args)
+    };
+    refused(&run(&["--top", "0"]), "--top 0");
+    let nine = tmp("nine-labels.txt");
+    std::fs::write(&nine, names[..9].join("\n")).unwrap();
+    refused(
+        &run(&["--labels", s(&nine)]),
+        "nine-labels.txt has 9 line(s), but",
+    );
+    let err = String::from_utf8_lossy(&run(&["--labels", s(&nine)]).stderr).into_owned();
+    assert!(err.contains("has 10 classes"), "{err}");
+    std::fs::write(&nine, b"ok\n\xff\xfe\n").unwrap();
+    refused(&run(&["--labels", s(&nine)]), "not a text file");
+    refused(
+        &run(&["--draw", s(&tmp("never.png"))]),
+        "--draw applies to pose and segmentation networks",
+    );
+    refused(&run(&["--aux"]), "--aux applies to HRNet-OCR networks");
+    assert!(!never.exists());
+}
+
+/// `run --image` on a segmentation network at the image's own size, also when no side is a
+/// multiple of 32 (72x104, the config's size, and 50x70, a re-specialized network): the PNG
+/// of class indices is the argmax of the engine's logits (on the normalized image, through
+/// `--input` at the same size) resized bilinearly to the image, and `--draw` blends the
+/// palette over the photo.
+#[test]
+fn segmentation_class_map_at_the_image_size() {
+    let dir = data().join("tiny_seg");
+    let (cfg, weights) = (dir.join("config.yaml"), dir.join("weights.safetensors"));
+    for (h, w) in [(72usize, 104usize), (50, 70)] {
+        let name = format!("seg-{w}x{h}");
+        let (picture, img) = test_picture(&format!("{name}.png"), w as u32, h as u32);
+        let mut x = vec![0f32; 3 * h * w];
+        hrnet_runtime::seg::normalize_image(&img, &mut x).unwrap();
+        let (shape, logits) = reference_output(&cfg, &weights, &name, &[1, 3, h, w], &x, &[]);
+        assert_eq!(shape, [1, 5, h.div_ceil(4), w.div_ceil(4)]);
+        let want =
+            hrnet_runtime::seg::class_map(&logits, 5, (shape[2], shape[3]), (h, w), false).unwrap();
+        let other =
+            hrnet_runtime::seg::class_map(&logits, 5, (shape[2], shape[3]), (h, w), true).unwrap();
+        assert!(distinct_classes(&want) > 1, "a one-class map tests little");
+        assert_ne!(want, other, "align_corners should matter here");
+
+        let (labels, overlay) = (
+            tmp(&format!("{name}-labels.png")),
+            tmp(&format!("{name}-overlay.png")),
+        );
+        succeeded(&run_reference(
+            &cfg,
+            &weights,
+            &[
+                "--image",
+                s(&picture),
+                "--output",
+                s(&labels),
+                "--draw",
+                s(&overlay),
+            ],
+        ));
+        let got = image::open(&labels).unwrap();
+        assert_eq!(got.color(), image::ColorType::L8);
+        assert_eq!(got.to_luma8(), want, "{name}");
+        let mut drawn = img.clone();
+        hrnet_runtime::seg::draw(&mut drawn, &want, &hrnet_runtime::seg::palette(5), 0.5).unwrap();
+        assert_eq!(image::open(&overlay).unwrap().to_rgb8(), drawn, "{name}");
+    }
+
+    // Too small an image or tensor: a clear error, nothing written.
+    let never = tmp("never-labels.png");
+    let _ = std::fs::remove_file(&never);
+    let (small, _) = test_picture("seg-small.png", 40, 20);
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--image", s(&small), "--output", s(&never)],
+        ),
+        "seg-small.png is 40x20 pixels (width x height): a segmentation network needs at least 32 pixels a side",
+    );
+    let tensor = tmp("seg-small.npy");
+    hrnet_runtime::npy::write_f32(&tensor, &[1, 3, 20, 40], &vec![0.0; 3 * 20 * 40]).unwrap();
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--input", s(&tensor), "--output", s(&never)],
+        ),
+        "each side needs at least 32 pixels",
+    );
+    hrnet_runtime::npy::write_f32(&tensor, &[3, 40, 40], &vec![0.0; 3 * 40 * 40]).unwrap();
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--input", s(&tensor), "--output", s(&never)],
+        ),
+        "a segmentation network takes [1, 3, H, W]",
+    );
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--input", s(&tensor), "--output", s(&never), "--aux"],
+        ),
+        "--aux applies to HRNet-OCR networks",
+    );
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--image", s(&small), "--output", s(&never), "--top", "3"],
+        ),
+        "--top applies to classification networks",
+    );
+    assert!(!never.exists());
+}
+
+/// HRNet-OCR: `--aux` writes the auxiliary logits (PyTorch's, within 1e-4 of the largest),
+/// without it the OCR logits; an image's class map comes from the OCR logits, resized with
+/// the network's align_corners (True).
+#[test]
+fn ocr_aux_logits_and_class_map() {
+    let dir = data().join("tiny_ocr");
+    let (cfg, weights) = (dir.join("config.yaml"), dir.join("weights.safetensors"));
+    // Every engine: the compiled ones make the auxiliary output too.
+    for (engine, flag, expected) in [
+        ("reference", true, "expected_aux.npy"),
+        ("reference", false, "expected.npy"),
+        ("jit", true, "expected_aux.npy"),
+        ("jit", false, "expected.npy"),
+        ("aot", true, "expected_aux.npy"),
+        ("aot", false, "expected.npy"),
+    ] {
+        let out = tmp(&format!("ocr-{engine}-{flag}.npy"));
+        let mut args = vec![
+            "--engine",
+            engine,
+            "--input",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/data/tiny_ocr/input.npy"
+            ),
+            "--output",
+            s(&out),
+        ];
+        if flag {
+            args.push("--aux");
+        }
+        let mut all = vec!["run", s(&cfg), "--weights", s(&weights)];
+        all.extend_from_slice(&args);
+        succeeded(&hrnetc(&all));
+        let (shape, y) = hrnet_runtime::npy::read_f32(&out).unwrap();
+        let (eshape, e) = hrnet_runtime::npy::read_f32(dir.join(expected)).unwrap();
+        assert_eq!(shape, eshape);
+        let max = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = y
+            .iter()
+            .zip(&e)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 1e-4 * max,
+            "{engine} {expected}: {diff} (max {max})"
+        );
+    }
+
+    // A crop of the fixture's input as a photo: pixels of the statistics the random
+    // weights make several classes of.
+    let (h, w) = (52usize, 84usize);
+    let (_, input) = hrnet_runtime::npy::read_f32(dir.join("input.npy")).unwrap();
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let v = |c: usize| {
+            let z = input[(c * 64 + y as usize) * 96 + x as usize];
+            ((z * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8
+        };
+        image::Rgb([v(0), v(1), v(2)])
+    });
+    let picture = tmp("ocr.png");
+    img.save(&picture).unwrap();
+    let mut x = vec![0f32; 3 * h * w];
+    hrnet_runtime::seg::normalize_image(&img, &mut x).unwrap();
+    let (shape, logits) = reference_output(&cfg, &weights, "ocr", &[1, 3, h, w], &x, &[]);
+    let want =
+        hrnet_runtime::seg::class_map(&logits, 5, (shape[2], shape[3]), (h, w), true).unwrap();
+    let other =
+        hrnet_runtime::seg::class_map(&logits, 5, (shape[2], shape[3]), (h, w), false).unwrap();
+    assert!(distinct_classes(&want) > 1, "a one-class map tests little");
+    assert_ne!(want, other, "align_corners should matter here");
+    let labels = tmp("ocr-labels.png");
+    succeeded(&run_reference(
+        &cfg,
+        &weights,
+        &["--image", s(&picture), "--output", s(&labels)],
+    ));
+    assert_eq!(image::open(&labels).unwrap().to_luma8(), want);
+    refused(
+        &run_reference(
+            &cfg,
+            &weights,
+            &["--image", s(&picture), "--output", s(&labels), "--aux"],
+        ),
+        "--aux writes the auxiliary logits to an .npy with --input",
+    );
+}
+
+/// `--size H W` re-specializes `compile`, `graph` and `bench` (and `Builder::size` the
+/// build.rs API); a size below 32 pixels or past the memory limits is a clear error.
+#[test]
+fn size_specializes_compile_graph_and_bench() {
+    let pose = data().join("tiny_pose/config.yaml");
+    let seg = data().join("tiny_seg/config.yaml");
+    let out = tmp("sized.rs");
+    succeeded(&hrnetc(&[
+        "compile",
+        s(&pose),
+        "--size",
+        "128",
+        "96",
+        "-o",
+        s(&out),
+    ]));
+    let code = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        code.contains("pub const INPUT_SHAPE: [usize; 4] = [1, 3, 128, 96];"),
+        "{}",
+        &code[..code.len().min(3000)]
+    );
+    let built = tmp("sized-builder.rs");
+    hrnet_codegen::build_api::Builder::new(&pose)
+        .size(128, 96)
+        .out_file(&built)
+        .compile()
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&built).unwrap(), code);
+    let e = hrnet_codegen::build_api::Builder::new(&pose)
+        .size(0, 96)
+        .out_file(tmp("never-builder.rs"))
+        .compile()
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 32 pixels"), "{e}");
+
+    let g = hrnetc(&["graph", s(&seg), "--size", "50", "70"]);
+    succeeded(&g);
+    let text = String::from_utf8_lossy(&g.stdout);
+    assert!(
+        text.contains("3x50x70"),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    let b = hrnetc(&[
+        "bench",
+        s(&seg),
+        "--size",
+        "40",
+        "56",
+        "--engine",
+        "reference",
+        "--runs",
+        "1",
+    ]);
+    succeeded(&b);
+    assert!(String::from_utf8_lossy(&b.stdout).starts_with("{\"engine\":\"reference\""));
+
+    let never = tmp("never-sized.rs");
+    for verb in [
+        &["compile", s(&seg), "-o", s(&never)][..],
+        &["graph", s(&seg)],
+        &["bench", s(&seg), "--engine", "reference"],
+    ] {
+        let mut args = verb.to_vec();
+        args.extend_from_slice(&["--size", "0", "70"]);
+        refused(
+            &hrnetc(&args),
+            "input size 70x0 (width x height): each side needs at least 32 pixels",
+        );
+    }
+    refused(
+        &hrnetc(&["compile", s(&pose), "--size", "100", "96", "-o", s(&never)]),
+        "not a multiple of 32",
+    );
+    refused(
+        &hrnetc(&["graph", s(&seg), "--size", "8000", "8000"]),
+        "the limit is",
+    );
+    assert!(!never.exists());
+}

@@ -31,11 +31,26 @@ pub enum BuildError {
 
 /// Parses `src`, lowers it and verifies the raw graph.
 pub fn build(src: &str) -> Result<(Network, Graph), BuildError> {
-    let net = front::parse(src)?;
-    let g = lower::lower(&net);
+    build_at(src, None)
+}
+
+/// [`build`] at the input size `size` (height, width) instead of the config's, when given:
+/// checked as [`Network::with_input_size`] checks it.
+pub fn build_at(src: &str, size: Option<(usize, usize)>) -> Result<(Network, Graph), BuildError> {
+    let mut net = front::parse(src)?;
+    if let Some((h, w)) = size {
+        net = net.with_input_size(h, w)?;
+    }
+    let g = lower_verified(&net)?;
+    Ok((net, g))
+}
+
+/// Lowers `net` and verifies the raw graph.
+pub fn lower_verified(net: &Network) -> Result<Graph, BuildError> {
+    let g = lower::lower(net);
     verify::verify(&g).map_err(|error| passes::PassError {
         pass: "lower".into(),
         error,
     })?;
-    Ok((net, g))
+    Ok(g)
 }

@@ -19,6 +19,9 @@ pub const MAX_MODULES: usize = 64;
 pub const MAX_BRANCHES: usize = 6;
 /// Largest image side, in pixels.
 pub const MAX_IMAGE_SIDE: usize = 8192;
+/// Smallest side of an input size given apart from the config ([`Network::with_input_size`]):
+/// the 1/32 branch of a four-branch network needs one pixel.
+pub const MIN_INPUT_SIDE: usize = 32;
 /// Largest number of elements of any one activation (1 GiB of f32).
 pub const MAX_ACTIVATION: usize = 1 << 28;
 /// Largest number of residual blocks in stages 2–4 together.
@@ -424,19 +427,28 @@ pub const CLS_HEAD_BRANCHES: usize = 4;
 
 impl Network {
     /// The same network at another input size (height, width): what a segmentation network
-    /// needs to run on an image of any size. The size is checked as the config's would be
-    /// (pose and classification sides must divide by 32; segmentation sides need at least
-    /// 32 pixels); an error has no key path, since the size did not come from the file.
+    /// needs to run on an image of any size. Each side needs at least [`MIN_INPUT_SIDE`]
+    /// pixels; beyond that the size is checked as the config's would be (pose and
+    /// classification sides must divide by 32) and the whole network's memory against
+    /// [`super::limits::check_network`]. An error has no key path, since the size did not
+    /// come from the file.
     pub fn with_input_size(&self, h: usize, w: usize) -> Result<Network, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: String::new(),
+            pos: None,
+            message: format!("input size {w}x{h} (width x height): {message}"),
+        };
+        if h < MIN_INPUT_SIDE || w < MIN_INPUT_SIDE {
+            return Err(err(format!(
+                "each side needs at least {MIN_INPUT_SIDE} pixels"
+            )));
+        }
         let net = Network {
             input_hw: (h, w),
             ..self.clone()
         };
-        net.check_input_size().map_err(|message| ConfigError {
-            path: String::new(),
-            pos: None,
-            message: format!("input size {w}x{h} (width x height): {message}"),
-        })?;
+        net.check_input_size().map_err(err)?;
+        super::limits::check_network(&net, &Spans::default()).map_err(|e| err(e.to_string()))?;
         Ok(net)
     }
 

@@ -1,7 +1,7 @@
-//! `hrnetc bench CONFIG [--weights W] [--engine E] [--threads N] [--runs R] [--profile]`:
+//! `hrnetc bench CONFIG [--size H W] [--weights W] [--engine E] [--threads N] [--runs R] [--profile]`:
 //! one JSON line, `{"engine":…,"threads":…,"median_ms":…,"min_ms":…,"runs":…}`.
 
-use crate::loaded::{finite, parse_threads, read_checkpoint, round, Loaded};
+use crate::loaded::{finite, parse_threads, read_checkpoint, round, size_arg, Loaded};
 use anyhow::{bail, Context, Result};
 use hrnet_codegen::engine::EngineKind;
 use hrnet_codegen::{aot, driver, profile};
@@ -17,6 +17,11 @@ const MAX_RUNS: usize = 1_000_000;
 pub struct Args {
     /// The official experiment YAML.
     config: PathBuf,
+    /// Time inputs of H x W pixels instead of the config's size (a segmentation
+    /// network runs at any size of at least 32 pixels a side; pose and classification sides
+    /// must divide by 32).
+    #[arg(long, num_args = 2, value_names = ["H", "W"])]
+    size: Option<Vec<usize>>,
     /// The checkpoint (default: seeded random weights).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -86,7 +91,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         ),
         (Some(e), false) => e,
     };
-    let loaded = Loaded::load(&a.config)?;
+    let loaded = Loaded::load_at(&a.config, size_arg(a.size.as_deref())?)?;
     let opts = BindOptions {
         ignore_extra: a.ignore_extra,
     };
@@ -149,10 +154,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
             peak_gflops: Some(round(finite(prof.peak_gflops, || "peak_gflops".into())?, 2)),
         }
     } else {
-        let mut eng = loaded.engine(kind, &ckpt, &weights_path, opts, a.threads)?;
+        let mut eng = loaded.engine(kind, &ckpt, &weights_path, opts, a.threads, 0)?;
         let (h, w) = loaded.network.input_hw;
         let x = aot::bench_input(3 * h * w);
-        let mut y = vec![0f32; loaded.output_shape().iter().product()];
+        let mut y = vec![0f32; loaded.output_shape(0)?.iter().product()];
         let t = eng.bench(&x, &mut y, kind.warmup_runs(), a.runs)?;
         BenchLine {
             engine: kind.name(),

@@ -1,6 +1,6 @@
-//! `hrnetc compile CONFIG -o model.rs [--weights W [--embed-weights]]`.
+//! `hrnetc compile CONFIG -o model.rs [--size H W] [--weights W [--embed-weights]]`.
 
-use crate::loaded::{read_checkpoint, Loaded};
+use crate::loaded::{read_checkpoint, size_arg, Loaded};
 use anyhow::{Context, Result};
 use hrnet_codegen::build_api;
 use hrnet_runtime::weights::BindOptions;
@@ -15,6 +15,11 @@ pub struct Args {
     /// The Rust file to write (atomically).
     #[arg(short, long)]
     output: PathBuf,
+    /// Specialize to inputs of H x W pixels instead of the config's size (a segmentation
+    /// network runs at any size of at least 32 pixels a side; pose and classification sides
+    /// must divide by 32).
+    #[arg(long, num_args = 2, value_names = ["H", "W"])]
+    size: Option<Vec<usize>>,
     /// Check this checkpoint against the network now (and embed it with --embed-weights).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -29,7 +34,7 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result<ExitCode> {
     let start = Instant::now();
-    let loaded = Loaded::load(&a.config)?;
+    let loaded = Loaded::load_at(&a.config, size_arg(a.size.as_deref())?)?;
     let plan = loaded.plan()?;
     let opts = BindOptions {
         ignore_extra: a.ignore_extra,

@@ -1,4 +1,4 @@
-//! `hrnetc graph CONFIG [--passes none|all|NAME,..] [--format text|dot] [--stats] [--plan]`:
+//! `hrnetc graph CONFIG [--size H W] [--passes none|all|NAME,..] [--format text|dot] [--stats] [--plan]`:
 //! the IR, raw or after passes (every head, including those the compiled engines cannot run
 //! yet), its statistics, or the plan the compiled engines render (`--plan`: steps, algorithms,
 //! epilogues, arena and packed-weight offsets).
@@ -32,6 +32,11 @@ enum PlanTarget {
 pub struct Args {
     /// The official experiment YAML.
     config: PathBuf,
+    /// Lower for inputs of H x W pixels instead of the config's size (a segmentation
+    /// network runs at any size of at least 32 pixels a side; pose and classification sides
+    /// must divide by 32).
+    #[arg(long, num_args = 2, value_names = ["H", "W"])]
+    size: Option<Vec<usize>>,
     /// `none`, `all`, or a comma-separated list of pass names.
     #[arg(long, default_value = "all")]
     passes: String,
@@ -63,7 +68,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if a.plan.is_some() && (a.passes != "all" || a.stats) {
         bail!("--plan prints the plan of the fully optimized graph: it takes neither --passes nor --stats");
     }
-    let (_, mut g) = driver::load_config(&a.config)?;
+    let (_, mut g) =
+        driver::load_config_at(&a.config, crate::loaded::size_arg(a.size.as_deref())?)?;
     let render = |g: &hrnet_ir::Graph| match a.format {
         Format::Text => hrnet_ir::print::to_text(g),
         Format::Dot => hrnet_ir::print::to_dot(g),

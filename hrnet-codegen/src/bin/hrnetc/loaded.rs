@@ -8,6 +8,7 @@ use hrnet_codegen::driver;
 use hrnet_codegen::engine::{self, Engine, EngineInput, EngineKind, MakeError, MAX_THREADS};
 use hrnet_codegen::plan::{self, Plan};
 use hrnet_codegen::target::Target;
+use hrnet_ir::front::resolve::MAX_ACTIVATION;
 use hrnet_ir::{passes, Graph, Network};
 use hrnet_runtime::fsio::{self, Limit};
 use hrnet_runtime::weights::{self, BindOptions};
@@ -26,9 +27,29 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Reads `config` (once), lowers it, runs every pass on a copy and plans that.
+    /// Reads `config` (once), lowers it and runs every pass on a copy.
     pub fn load(config: &Path) -> Result<Loaded> {
-        let (network, graph) = driver::load_config(config)?;
+        Loaded::load_at(config, None)
+    }
+
+    /// [`Loaded::load`] at the input size `size` (height, width) instead of the config's,
+    /// when given (`--size H W`).
+    pub fn load_at(config: &Path, size: Option<(usize, usize)>) -> Result<Loaded> {
+        let (network, graph) = driver::load_config_at(config, size)?;
+        Loaded::new(config, network, graph)
+    }
+
+    /// The same network re-specialized to the input size (height, width) `(h, w)`: lowered
+    /// and optimized anew unless it already has that size.
+    pub fn resized(self, h: usize, w: usize) -> Result<Loaded> {
+        if self.network.input_hw == (h, w) {
+            return Ok(self);
+        }
+        let (network, graph) = driver::specialize(&self.config, &self.network, h, w)?;
+        Loaded::new(&self.config, network, graph)
+    }
+
+    fn new(config: &Path, network: Network, graph: Graph) -> Result<Loaded> {
         let mut optimized = graph.clone();
         let all: Vec<&'static passes::Pass> = passes::PASSES.iter().collect();
         driver::optimize(&mut optimized, &all, false, |_, _| {})?;
@@ -69,14 +90,22 @@ impl Loaded {
         )
     }
 
-    /// The network's (first) output shape, NCHW.
-    pub fn output_shape(&self) -> [usize; 4] {
-        let s = self.graph.node(self.graph.outputs()[0]).shape;
-        [1, s.c, s.h, s.w]
+    /// The shape of the network's output `index` (0: the first), NCHW.
+    pub fn output_shape(&self, index: usize) -> Result<[usize; 4]> {
+        let outputs = self.graph.outputs();
+        let Some(&id) = outputs.get(index) else {
+            bail!(
+                "{} has {} output(s): there is no output {index}",
+                self.config.display(),
+                outputs.len()
+            );
+        };
+        let s = self.graph.node(id).shape;
+        Ok([1, s.c, s.h, s.w])
     }
 
-    /// Builds engine `kind` with `ckpt` (read from `weights`); an AOT build says on stderr
-    /// what it is doing and how long it took.
+    /// Builds engine `kind` making output `output` with `ckpt` (read from `weights`); an AOT
+    /// build says on stderr what it is doing and how long it took.
     pub fn engine(
         &self,
         kind: EngineKind,
@@ -84,6 +113,7 @@ impl Loaded {
         weights: &Path,
         opts: BindOptions,
         threads: usize,
+        output: usize,
     ) -> Result<Box<dyn Engine>> {
         let source = self.source();
         let plan = match kind {
@@ -100,6 +130,7 @@ impl Loaded {
             weights,
             opts,
             threads,
+            output,
         };
         engine::make(kind, input, &mut report_build).map_err(|e| match e {
             MakeError::Bind(b) => anyhow::Error::new(b).context(self.does_not_fit(weights)),
@@ -155,6 +186,22 @@ pub fn read_input(path: &Path, expected: [usize; 4]) -> Result<Vec<f32>> {
     Ok(x)
 }
 
+/// Largest input .npy of a network whose input size follows its input (segmentation): the
+/// float64 data of the largest input any network can take (its stem makes 64 channels at
+/// half the input's resolution, at most `MAX_ACTIVATION` values), plus room for the header.
+pub const MAX_SIZED_INPUT_BYTES: u64 = (3 * MAX_ACTIVATION as u64 / 16) * 8 + (1 << 20);
+
+/// Reads an input tensor of any shape (checked by the caller) from a regular `.npy` file of
+/// at most [`MAX_SIZED_INPUT_BYTES`].
+pub fn read_sized_input(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let limit = Limit {
+        max: MAX_SIZED_INPUT_BYTES,
+        what: "an input .npy",
+    };
+    let bytes = fsio::read_regular(path, limit)?;
+    hrnet_runtime::npy::parse_f32(&bytes).with_context(|| format!("reading {}", path.display()))
+}
+
 /// Largest image file read, in bytes (the decoded image is bounded separately, from its
 /// header, by `hrnet_runtime::pose::MAX_IMAGE_BYTES` and `MAX_IMAGE_SIDE`).
 pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
@@ -170,6 +217,18 @@ pub fn read_image(path: &Path) -> Result<image::RgbImage> {
     let bytes = fsio::read_regular(path, limit)?;
     hrnet_runtime::pose::decode_rgb(&bytes)
         .with_context(|| format!("image file {}", path.display()))
+}
+
+/// `--size H W` as `(height, width)`.
+pub fn size_arg(size: Option<&[usize]>) -> Result<Option<(usize, usize)>> {
+    match size {
+        None => Ok(None),
+        Some(&[h, w]) => Ok(Some((h, w))),
+        Some(v) => bail!(
+            "--size takes two numbers, height and width; found {}",
+            v.len()
+        ),
+    }
 }
 
 /// `--threads`: 1 to [`MAX_THREADS`].

@@ -36,7 +36,7 @@ enum Command {
     Compile(compile::Args),
     /// Print the IR of a config, raw or after passes.
     Graph(graph::Args),
-    /// Run a network on an .npy tensor, or on an image for keypoints.
+    /// Run a network on an .npy tensor, or on an image: keypoints, top classes or a class map.
     Run(run::Args),
     /// Time a network; prints one JSON line.
     Bench(bench::Args),

@@ -1,21 +1,38 @@
-//! `hrnetc run CONFIG --weights W (--input X.npy | --image IMG [--box x,y,w,h].. [--flip]
-//! [--draw out.png] | --images DIR --detections DETS.json [--annotations GT.json] [--flip])
-//! --output OUT [--engine E] [--threads N]`.
+//! `hrnetc run CONFIG --weights W --output OUT [--engine E] [--threads N]` and one of
+//! - `--input X.npy [--aux]`: the network's output as .npy (a segmentation network is
+//!   specialized to the tensor's H×W; `--aux`: HRNet-OCR's auxiliary logits);
+//! - `--image IMG`: pose `[--box x,y,w,h].. [--flip] [--draw out.png]` → keypoint JSON;
+//!   classification `[--top K] [--labels FILE]` → top-K JSON; segmentation (the network
+//!   specialized to the image's H×W) `[--draw out.png]` → 8-bit PNG of class indices;
+//! - `--images DIR --detections DETS.json [--annotations GT.json] [--flip]` (pose) → COCO
+//!   keypoint results.
 //!
 //! Every output is computed first and written atomically at the end, all or none.
 
 use crate::loaded::{
-    finite, parse_threads, read_checkpoint, read_image, read_input, readable, Loaded,
+    finite, parse_threads, read_checkpoint, read_image, read_input, read_sized_input, readable,
+    Loaded,
 };
 use anyhow::{bail, Context, Result};
 use hrnet_codegen::build_api;
 use hrnet_codegen::engine::{Engine, EngineKind, PoseAdapter};
+use hrnet_ir::front::resolve::MIN_INPUT_SIDE;
 use hrnet_ir::front::Task;
+use hrnet_runtime::cls::{self, Labels};
+use hrnet_runtime::fsio::{self, Limit};
 use hrnet_runtime::pose::{self, coco, BoxXywh, Dataset, PoseEstimator};
-use hrnet_runtime::weights::BindOptions;
+use hrnet_runtime::seg;
+use hrnet_runtime::weights::{BindOptions, Checkpoint};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Classes listed by a classification `--image` run without `--top`.
+const DEFAULT_TOP: usize = 5;
+/// Opacity of the class colours `--draw` blends over a segmented photo.
+const SEG_DRAW_ALPHA: f32 = 0.5;
+/// Largest labels file read, in bytes (ImageNet's 1000 names take about 20 KB).
+const MAX_LABELS_BYTES: u64 = 16 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,14 +41,16 @@ pub struct Args {
     /// The checkpoint (safetensors, .pth zip or legacy, training checkpoint).
     #[arg(long)]
     weights: PathBuf,
-    /// Input tensor: float32 or float64 .npy of shape (1, 3, H, W).
+    /// Input tensor: float32 or float64 .npy of shape (1, 3, H, W): the config's input size,
+    /// or any H x W of at least 32 pixels a side for a segmentation network.
     #[arg(
         long,
         conflicts_with_all = ["image", "detections"],
         required_unless_present_any = ["image", "detections"]
     )]
     input: Option<PathBuf>,
-    /// Input image (JPEG or PNG) for pose estimation.
+    /// Input image (JPEG or PNG): keypoints (pose), the top classes (classification) or a
+    /// class map at the image's own size (segmentation).
     #[arg(long, conflicts_with = "detections")]
     image: Option<PathBuf>,
     /// Person detections in the COCO detection-results format (`[{"image_id", "category_id",
@@ -55,13 +74,27 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     boxes: Vec<String>,
-    /// Flip test: average with the heatmaps of the mirrored crop.
+    /// Flip test (pose): average with the heatmaps of the mirrored crop.
     #[arg(long)]
     flip: bool,
-    /// Draw the skeletons over the image into this PNG.
+    /// Draw the skeletons (pose) or the class colours (segmentation) over the image into
+    /// this PNG.
     #[arg(long, requires = "image")]
     draw: Option<PathBuf>,
-    /// Output: .npy heatmaps (with --input) or .json keypoints (with --image).
+    /// Classification: how many of the most likely classes to write [default: 5; at most
+    /// the number of classes].
+    #[arg(long, value_name = "K", requires = "image")]
+    top: Option<usize>,
+    /// Classification: class names, one per line (line i names class i), as many lines as
+    /// the network has classes.
+    #[arg(long, value_name = "FILE", requires = "image")]
+    labels: Option<PathBuf>,
+    /// HRNet-OCR with --input: write the auxiliary logits (the graph's output 1) instead of
+    /// the OCR logits.
+    #[arg(long)]
+    aux: bool,
+    /// Output: .npy (with --input); with --image, .json keypoints (pose) or top classes
+    /// (classification), or a .png of class indices (segmentation).
     #[arg(long)]
     output: PathBuf,
     /// Engine.
@@ -77,8 +110,8 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result<ExitCode> {
     let loaded = Loaded::load(&a.config)?;
-    let (h, w) = loaded.network.input_hw;
     // Check everything the user typed before the (possibly slow) engine is built.
+    check_options(&a, &loaded.network.task)?;
     let boxes: Vec<BoxXywh> = a
         .boxes
         .iter()
@@ -89,36 +122,25 @@ pub fn main(a: Args) -> Result<ExitCode> {
         ignore_extra: a.ignore_extra,
     };
     match (&a.input, &a.image) {
-        (Some(input), _) => {
-            let x = read_input(input, [1, 3, h, w])?;
-            let mut eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads)?;
-            let shape = loaded.output_shape();
-            let mut y = vec![0f32; shape.iter().product()];
-            eng.run(&x, &mut y)?;
-            let bytes = hrnet_runtime::npy::to_bytes(&shape, &y)?;
-            build_api::write_atomic(&a.output, &bytes)?;
-            eprintln!(
-                "{} engine: wrote {} ({}x{}x{}x{})",
-                a.engine.name(),
-                a.output.display(),
-                shape[0],
-                shape[1],
-                shape[2],
-                shape[3]
-            );
-        }
-        (None, Some(image)) => {
-            let Task::Pose { num_joints, .. } = loaded.network.task else {
-                bail!(
-                    "--image needs a pose network; {} is a {} network",
-                    a.config.display(),
-                    loaded.network.task.kind()
-                );
-            };
-            let img = read_image(image)?;
-            let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads)?;
-            pose_image(eng, (w, h), num_joints, &img, boxes, &a)?;
-        }
+        (Some(input), _) => run_tensor(loaded, input, &ckpt, opts, &a)?,
+        (None, Some(image)) => match loaded.network.task.clone() {
+            Task::Pose { num_joints, .. } => {
+                let (h, w) = loaded.network.input_hw;
+                let img = read_image(image)?;
+                let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads, 0)?;
+                pose_image(eng, (w, h), num_joints, &img, boxes, &a)?;
+            }
+            Task::Classification { num_classes } => {
+                classify_image(&loaded, num_classes, image, &ckpt, opts, &a)?;
+            }
+            Task::Segmentation {
+                num_classes,
+                align_corners,
+                ..
+            } => {
+                segment_image(loaded, num_classes, align_corners, image, &ckpt, opts, &a)?;
+            }
+        },
         (None, None) => {
             let Some(detections) = &a.detections else {
                 bail!("give --input X.npy, --image IMG or --detections DETS.json");
@@ -138,7 +160,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
                     a.config.display()
                 );
             }
-            let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads)?;
+            let (h, w) = loaded.network.input_hw;
+            let eng = loaded.engine(a.engine, &ckpt, &a.weights, opts, a.threads, 0)?;
             let adapter = PoseAdapter {
                 engine: eng,
                 input_size: (w, h),
@@ -159,6 +182,306 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses options that do not apply to the network's task, naming the option and the task.
+fn check_options(a: &Args, task: &Task) -> Result<()> {
+    let not_for = |option: &str, applies: &str| {
+        anyhow::anyhow!(
+            "{option} applies to {applies}; {} is a {} network",
+            a.config.display(),
+            task.kind()
+        )
+    };
+    let pose = matches!(task, Task::Pose { .. });
+    let cls = matches!(task, Task::Classification { .. });
+    let ocr = matches!(task, Task::Segmentation { ocr: Some(_), .. });
+    if !pose && !a.boxes.is_empty() {
+        return Err(not_for("--box", "pose networks"));
+    }
+    if !pose && a.flip {
+        return Err(not_for("--flip", "pose networks (the flip test)"));
+    }
+    if !cls && a.top.is_some() {
+        return Err(not_for("--top", "classification networks"));
+    }
+    if !cls && a.labels.is_some() {
+        return Err(not_for("--labels", "classification networks"));
+    }
+    if cls && a.draw.is_some() {
+        return Err(not_for(
+            "--draw",
+            "pose and segmentation networks (a classification network writes its top classes to --output)",
+        ));
+    }
+    if a.aux {
+        if !ocr {
+            return Err(not_for(
+                "--aux",
+                "HRNet-OCR networks (seg_hrnet_ocr), whose auxiliary logits it writes",
+            ));
+        }
+        if a.input.is_none() {
+            bail!(
+                "--aux writes the auxiliary logits to an .npy with --input X.npy; with --image \
+                 the class map comes from the OCR logits"
+            );
+        }
+    }
+    if a.top == Some(0) {
+        bail!("--top 0: give the number of classes to list, at least 1");
+    }
+    Ok(())
+}
+
+/// `--input X.npy --output Y.npy`: the network's output (the auxiliary logits with `--aux`)
+/// on the tensor; a segmentation network is specialized to the tensor's H×W first.
+fn run_tensor(
+    loaded: Loaded,
+    input: &Path,
+    ckpt: &Checkpoint,
+    opts: BindOptions,
+    a: &Args,
+) -> Result<()> {
+    let output = usize::from(a.aux);
+    let (loaded, x) = if matches!(loaded.network.task, Task::Segmentation { .. }) {
+        let (shape, x) = read_sized_input(input)?;
+        let [1, 3, h, w] = shape[..] else {
+            bail!(
+                "{}: input has shape {shape:?}, a segmentation network takes [1, 3, H, W] (NCHW)",
+                input.display()
+            );
+        };
+        let loaded = loaded.resized(h, w).with_context(|| {
+            format!(
+                "{} is {w}x{h} (width x height): cannot run {} at that size",
+                input.display(),
+                a.config.display()
+            )
+        })?;
+        (loaded, x)
+    } else {
+        let (h, w) = loaded.network.input_hw;
+        let x = read_input(input, [1, 3, h, w])?;
+        (loaded, x)
+    };
+    let mut eng = loaded.engine(a.engine, ckpt, &a.weights, opts, a.threads, output)?;
+    let shape = loaded.output_shape(output)?;
+    let mut y = vec![0f32; shape.iter().product()];
+    eng.run(&x, &mut y)?;
+    let bytes = hrnet_runtime::npy::to_bytes(&shape, &y)?;
+    build_api::write_atomic(&a.output, &bytes)?;
+    eprintln!(
+        "{} engine: wrote {}{} ({}x{}x{}x{})",
+        a.engine.name(),
+        a.output.display(),
+        if a.aux { ", the auxiliary logits" } else { "" },
+        shape[0],
+        shape[1],
+        shape[2],
+        shape[3]
+    );
+    Ok(())
+}
+
+/// The top-K JSON document: `{"predictions": [{"class", "logit", "probability", "label"}]}`.
+#[derive(Serialize)]
+struct TopJson {
+    predictions: Vec<PredictionJson>,
+}
+
+#[derive(Serialize)]
+struct PredictionJson {
+    class: usize,
+    logit: f32,
+    /// Softmax over all classes.
+    probability: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<String>,
+}
+
+/// Classification of an image, as the official evaluation preprocesses it: the shorter side
+/// resized to int(crop / 0.875) (Pillow bilinear), the center crop, ImageNet normalization;
+/// the top `--top` classes into the JSON output.
+fn classify_image(
+    loaded: &Loaded,
+    num_classes: usize,
+    image: &Path,
+    ckpt: &Checkpoint,
+    opts: BindOptions,
+    a: &Args,
+) -> Result<()> {
+    let (h, w) = loaded.network.input_hw;
+    if h != w {
+        bail!(
+            "{}: the classification preprocessing center-crops a square, but the network takes \
+             {w}x{h} (width x height, MODEL.IMAGE_SIZE)",
+            a.config.display()
+        );
+    }
+    let k = a.top.unwrap_or(DEFAULT_TOP).min(num_classes);
+    let labels = match &a.labels {
+        Some(path) => Some(read_labels(path, num_classes, &a.config)?),
+        None => None,
+    };
+    let img = read_image(image)?;
+    let mut x = vec![0f32; 3 * h * w];
+    cls::preprocess(&img, h, &mut x)
+        .with_context(|| format!("preprocessing {}", image.display()))?;
+    let mut eng = loaded.engine(a.engine, ckpt, &a.weights, opts, a.threads, 0)?;
+    let mut logits = vec![0f32; loaded.output_shape(0)?.iter().product()];
+    eng.run(&x, &mut logits)?;
+    for (class, &v) in logits.iter().enumerate() {
+        finite(f64::from(v), || format!("the logit of class {class}"))?;
+    }
+    let predictions: Vec<PredictionJson> = cls::top_k(&logits, k)
+        .into_iter()
+        .map(|p| PredictionJson {
+            class: p.class,
+            logit: p.logit,
+            probability: p.probability,
+            label: labels
+                .as_ref()
+                .and_then(|l| l.name(p.class))
+                .map(str::to_string),
+        })
+        .collect();
+    let mut json = serde_json::to_vec(&TopJson { predictions })?;
+    json.push(b'\n');
+    build_api::write_atomic(&a.output, &json)?;
+    let best = cls::top_k(&logits, 1);
+    let named = |c: usize| match labels.as_ref().and_then(|l| l.name(c)) {
+        Some(name) => format!("class {c} ({})", crate::printable(name, false)),
+        None => format!("class {c}"),
+    };
+    eprintln!(
+        "wrote {}: the top {k} of {num_classes} classes; the most likely is {} ({:.1}%)",
+        a.output.display(),
+        best.first().map_or_else(String::new, |p| named(p.class)),
+        best.first().map_or(0.0, |p| 100.0 * p.probability)
+    );
+    Ok(())
+}
+
+/// Reads a labels file: UTF-8 text, one class name per line, exactly one line per class.
+fn read_labels(path: &Path, classes: usize, config: &Path) -> Result<Labels> {
+    let limit = Limit {
+        max: MAX_LABELS_BYTES,
+        what: "a labels file",
+    };
+    let bytes = fsio::read_regular(path, limit)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not a text file (invalid UTF-8)", path.display()))?;
+    let labels = Labels::parse(&text);
+    if labels.len() != classes {
+        bail!(
+            "{} has {} line(s), but {} has {classes} classes: a labels file names one class per line",
+            path.display(),
+            labels.len(),
+            config.display()
+        );
+    }
+    Ok(labels)
+}
+
+/// Segmentation of an image at its own size: the network specialized to the image's H×W,
+/// the image normalized, the logits resized bilinearly to the image (the network's
+/// `align_corners`) and their argmax written as an 8-bit PNG of class indices; with
+/// `--draw`, the palette blended over the photo too. Both files or neither.
+fn segment_image(
+    loaded: Loaded,
+    num_classes: usize,
+    align_corners: bool,
+    image: &Path,
+    ckpt: &Checkpoint,
+    opts: BindOptions,
+    a: &Args,
+) -> Result<()> {
+    if num_classes > 256 {
+        bail!(
+            "{} has {num_classes} classes: the --output PNG (8-bit class indices) holds at most 256",
+            a.config.display()
+        );
+    }
+    let img = read_image(image)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if h < MIN_INPUT_SIDE || w < MIN_INPUT_SIDE {
+        bail!(
+            "{} is {w}x{h} pixels (width x height): a segmentation network needs at least \
+             {MIN_INPUT_SIDE} pixels a side",
+            image.display()
+        );
+    }
+    let loaded = loaded.resized(h, w).with_context(|| {
+        format!(
+            "{} is {w}x{h} (width x height): cannot run {} at that size",
+            image.display(),
+            a.config.display()
+        )
+    })?;
+    let mut x = vec![0f32; 3 * h * w];
+    seg::normalize_image(&img, &mut x)
+        .with_context(|| format!("normalizing {}", image.display()))?;
+    let mut eng = loaded.engine(a.engine, ckpt, &a.weights, opts, a.threads, 0)?;
+    let shape = loaded.output_shape(0)?;
+    let mut logits = vec![0f32; shape.iter().product()];
+    eng.run(&x, &mut logits)?;
+    let (lh, lw) = (shape[2], shape[3]);
+    for (i, &v) in logits.iter().enumerate() {
+        finite(f64::from(v), || {
+            let (class, rest) = (i / (lh * lw), i % (lh * lw));
+            format!(
+                "the logit of class {class} at ({}, {}) of the {lw}x{lh} logits",
+                rest % lw,
+                rest / lw
+            )
+        })?;
+    }
+    let map = seg::class_map(&logits, shape[1], (lh, lw), (h, w), align_corners)?;
+    let labels_png = encode_png(
+        image::DynamicImage::ImageLuma8(map.clone()),
+        "the class map",
+    )?;
+    let drawing = match &a.draw {
+        Some(_) => {
+            let mut canvas = img;
+            seg::draw(
+                &mut canvas,
+                &map,
+                &seg::palette(num_classes),
+                SEG_DRAW_ALPHA,
+            )?;
+            Some(encode_png(
+                image::DynamicImage::ImageRgb8(canvas),
+                "the drawing",
+            )?)
+        }
+        None => None,
+    };
+    let mut files: Vec<(&Path, &[u8])> = vec![(&a.output, &labels_png)];
+    if let (Some(path), Some(png)) = (&a.draw, &drawing) {
+        files.push((path, png));
+    }
+    build_api::write_all_atomic(&files)?;
+    eprintln!(
+        "wrote {}: a {w}x{h} class map of {num_classes} classes",
+        a.output.display()
+    );
+    if let Some(path) = &a.draw {
+        eprintln!("drew the classes over the image into {}", path.display());
+    }
+    Ok(())
+}
+
+/// `img` as PNG bytes.
+fn encode_png(img: image::DynamicImage, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .with_context(|| format!("encoding {what} as PNG"))?;
+    Ok(bytes)
 }
 
 /// Keypoints of the people in `boxes` (default: the whole image) into the JSON output, and
@@ -191,14 +514,10 @@ fn pose_image(
             for p in &people {
                 pose::draw_keypoints(&mut canvas, &p.keypoints, dataset, &style);
             }
-            let mut bytes = Vec::new();
-            canvas
-                .write_to(
-                    &mut std::io::Cursor::new(&mut bytes),
-                    image::ImageFormat::Png,
-                )
-                .context("encoding the drawing as PNG")?;
-            Some(bytes)
+            Some(encode_png(
+                image::DynamicImage::ImageRgb8(canvas),
+                "the drawing",
+            )?)
         }
         None => None,
     };
