@@ -121,6 +121,29 @@ fn direct_3x3_s2() {
     }
 }
 
+/// Inputs of at least 16 channel blocks and over 2 MiB read by at least 4 output groups run
+/// rows outer (each input row fetched once for every group): the same sums in another loop
+/// order, at every thread count (rows split across tasks) and instruction set.
+#[test]
+fn direct_rows_outer_order() {
+    for (i, &(cin, cout, h, w, k, stride)) in [
+        (256, 216, 48, 48, 1, 1),
+        (272, 208, 48, 46, 3, 2),
+        (260, 250, 47, 45, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = ConvSpec::new(cin, cout, h, w, k, stride, k / 2);
+        let err = check(s, &[Epi::Plain, Epi::Residual], 30 + i as u64);
+        assert!(
+            err < DIRECT_TOL,
+            "{k}x{k} s{stride} {cin}->{cout} {h}x{w}: {err:e}"
+        );
+        eprintln!("direct rows outer {k}x{k} s{stride} {cin}->{cout} {h}x{w}: {err:e}");
+    }
+}
+
 #[test]
 fn direct_3x3_s1() {
     for (i, &(cin, cout, h, w)) in [(18, 18, 7, 5), (30, 44, 6, 9), (72, 64, 3, 4)]

@@ -781,6 +781,10 @@ struct DirectJob {
     /// Output rows per task and tasks per channel group.
     rows_per_task: usize,
     row_chunks: usize,
+    /// Rows outer, groups inner: for a large input (many input blocks, each a separate
+    /// memory stream, more than the hardware prefetchers follow) read by many groups, each
+    /// input row is fetched from memory once instead of once per group.
+    rows_outer: bool,
 }
 
 // SAFETY: tasks only read `inp`/`w`/bias and write disjoint parts of `out` (a range of output
@@ -840,6 +844,18 @@ unsafe fn direct_task<V: Vf, const NB: usize, const NP: usize, const S: usize>(
     let chunk = t % j.row_chunks;
     let r0 = chunk * j.rows_per_task;
     let r1 = (r0 + j.rows_per_task).min(j.h_out);
+    // SAFETY: forwarded contract.
+    unsafe { direct_rows::<V, NB, NP, S>(j, g, r0, r1) }
+}
+
+/// Output rows `r0..r1` of channel group `g` (see [`direct_task`]).
+#[inline(always)]
+unsafe fn direct_rows<V: Vf, const NB: usize, const NP: usize, const S: usize>(
+    j: &DirectJob,
+    g: usize,
+    r0: usize,
+    r1: usize,
+) {
     let (sb, nbg) = group(j.ocb, g);
     let col = super::HALO - j.pad;
     let mut sub = 0;
@@ -876,9 +892,49 @@ macro_rules! by_stride {
     };
 }
 
+/// `direct_rows::<V, NB, NP, S>` over output rows `r0..r1` of group `g`, `S` as in
+/// [`by_stride`].
+macro_rules! rows_by_stride {
+    ($j:expr, $g:expr, $r0:expr, $r1:expr, $v:ty, $nb:literal, $np:literal) => {
+        match $j.stride {
+            1 => direct_rows::<$v, $nb, $np, 1>($j, $g, $r0, $r1),
+            2 => direct_rows::<$v, $nb, $np, 2>($j, $g, $r0, $r1),
+            _ => direct_rows::<$v, $nb, $np, 0>($j, $g, $r0, $r1),
+        }
+    };
+}
+
+/// Rows-outer order (see [`DirectJob::rows_outer`]): task `t` is output rows
+/// `t · rows_per_task..` of every group, row by row, each row through all groups, so one
+/// input row is read from memory once and from cache by the other groups.
+macro_rules! rows_outer_task {
+    ($j:expr, $t:expr, |$g:ident, $oy:ident, $nbg:ident| $body:expr) => {{
+        let r0 = $t * $j.rows_per_task;
+        let r1 = (r0 + $j.rows_per_task).min($j.h_out);
+        for $oy in r0..r1 {
+            for $g in 0..n_groups($j.ocb) {
+                let (_, $nbg) = group($j.ocb, $g);
+                $body
+            }
+        }
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
+    if j.rows_outer {
+        // SAFETY: forwarded contract of `direct_rows`; AVX-512F is enabled here.
+        unsafe {
+            rows_outer_task!(j, t, |g, oy, nbg| match nbg {
+                1 => rows_by_stride!(j, g, oy, oy + 1, Z, 1, 16),
+                2 => rows_by_stride!(j, g, oy, oy + 1, Z, 2, 12),
+                3 => rows_by_stride!(j, g, oy, oy + 1, Z, 3, 8),
+                _ => rows_by_stride!(j, g, oy, oy + 1, Z, 4, 6),
+            })
+        }
+        return;
+    }
     let (_, nbg) = group(j.ocb, t / j.row_chunks);
     // SAFETY: forwarded contract of `direct_task`; AVX-512F is enabled here.
     unsafe {
@@ -894,12 +950,39 @@ unsafe fn direct_task_avx512(j: &DirectJob, t: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn direct_task_avx2(j: &DirectJob, t: usize) {
+    if j.rows_outer {
+        // SAFETY: forwarded contract of `direct_rows`; AVX2 and FMA are enabled here.
+        unsafe {
+            rows_outer_task!(j, t, |g, oy, _nbg| rows_by_stride!(
+                j,
+                g,
+                oy,
+                oy + 1,
+                Y,
+                1,
+                6
+            ))
+        }
+        return;
+    }
     // SAFETY: forwarded contract of `direct_task`; AVX2 and FMA are enabled here.
     unsafe { by_stride!(j, t, Y, 1, 6) }
 }
 
 /// Same register blocking as AVX-512 (so this generic code is tested on any machine).
 fn direct_task_portable(j: &DirectJob, t: usize) {
+    if j.rows_outer {
+        // SAFETY: forwarded contract of `direct_rows` (checked by `conv`).
+        unsafe {
+            rows_outer_task!(j, t, |g, oy, nbg| match nbg {
+                1 => rows_by_stride!(j, g, oy, oy + 1, P, 1, 16),
+                2 => rows_by_stride!(j, g, oy, oy + 1, P, 2, 12),
+                3 => rows_by_stride!(j, g, oy, oy + 1, P, 3, 8),
+                _ => rows_by_stride!(j, g, oy, oy + 1, P, 4, 6),
+            })
+        }
+        return;
+    }
     let (_, nbg) = group(j.ocb, t / j.row_chunks);
     // SAFETY: forwarded contract of `direct_task` (checked by `conv`).
     unsafe {
@@ -910,6 +993,13 @@ fn direct_task_portable(j: &DirectJob, t: usize) {
             _ => by_stride!(j, t, P, 4, 6),
         }
     }
+}
+
+/// Whether a direct conv runs rows outer (see [`DirectJob::rows_outer`]): at least 16 input
+/// blocks (streams), at least 4 output groups re-reading them, and an input too large for L2
+/// (over 2 MiB). The loop order changes no arithmetic: every output is the same sum.
+fn rows_outer(j: &DirectJob) -> bool {
+    j.n_icb >= 16 && n_groups(j.ocb) >= 4 && j.ins.len() * 4 > (2 << 20)
 }
 
 fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) {
@@ -939,15 +1029,23 @@ fn direct(ctx: &Ctx, spec: &ConvSpec, inp: *const f32, w: *const f32, out: Out) 
         w_block: n_icb * k * k * BLOCK * BLOCK,
         rows_per_task: 0,
         row_chunks: 0,
+        rows_outer: false,
     };
     // At least ~8 tasks per conv (both cores busy, dynamic balance), as few rows per task
     // as that allows... but no more tasks than needed: each task streams its group's weights.
     let (h_out, ng) = (j.h_out, n_groups(j.ocb));
-    let chunks = TASKS_PER_CONV.div_ceil(ng).clamp(1, h_out);
     let mut j = j;
-    j.rows_per_task = h_out.div_ceil(chunks);
-    j.row_chunks = h_out.div_ceil(j.rows_per_task);
-    let n_tasks = ng * j.row_chunks;
+    let n_tasks = if rows_outer(&j) {
+        j.rows_outer = true;
+        j.rows_per_task = h_out.div_ceil(TASKS_PER_CONV * 4).max(1);
+        j.row_chunks = h_out.div_ceil(j.rows_per_task);
+        j.row_chunks
+    } else {
+        let chunks = TASKS_PER_CONV.div_ceil(ng).clamp(1, h_out);
+        j.rows_per_task = h_out.div_ceil(chunks);
+        j.row_chunks = h_out.div_ceil(j.rows_per_task);
+        ng * j.row_chunks
+    };
     let isa = ctx.isa();
     ctx.pool().run(n_tasks, &|t, _| match isa {
         // SAFETY: `ctx` only holds available instruction sets; `conv` checked the buffers.
