@@ -1022,6 +1022,42 @@ fn detections_in_coco_results_out() {
         }
     }
 
+    // The boxes of an image run as one batch, flipped crops included: with 2 threads, whole
+    // crops side by side; the results are the same bytes as with 1 thread.
+    let flipped = |threads: &str| {
+        let path = dir.join(format!("flip_{threads}.json"));
+        let out = hrnetc(&[
+            "run",
+            s(&w8.join("config.yaml")),
+            "--weights",
+            s(&w8.join("weights.safetensors")),
+            "--engine",
+            "jit",
+            "--threads",
+            threads,
+            "--flip",
+            "--images",
+            s(&images),
+            "--detections",
+            s(&dets),
+            "--output",
+            s(&path),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&path).unwrap()
+    };
+    let (one, two) = (flipped("1"), flipped("2"));
+    assert_eq!(one, two, "results at 1 and 2 threads differ");
+    assert_ne!(
+        one,
+        std::fs::read(&results).unwrap(),
+        "the flip test changed nothing"
+    );
+
     // `eval` reads the results (ground truth: the two images, one person each).
     let gt = dir.join("gt.json");
     let kp: Vec<String> = (0..17)

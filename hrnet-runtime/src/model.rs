@@ -310,6 +310,17 @@ impl BatchScratch {
         BatchScratch::around(wide, arena_len, scratch_per_thread, isa)
     }
 
+    /// A batch scratch around `scratch` (made for a model with these arena and per-thread
+    /// scratch sizes), which becomes its batch-1 scratch: adds one arena per extra thread.
+    pub fn from_scratch(
+        scratch: Scratch,
+        arena_len: usize,
+        scratch_per_thread: usize,
+    ) -> BatchScratch {
+        let isa = scratch.ctx.isa();
+        BatchScratch::around(scratch, arena_len, scratch_per_thread, isa)
+    }
+
     fn around(wide: Scratch, arena_len: usize, tiles: usize, isa: Isa) -> BatchScratch {
         let per_thread = (0..wide.ctx.threads())
             .map(|t| {
@@ -521,6 +532,25 @@ pub enum RunError {
         /// Floats present.
         actual: usize,
     },
+}
+
+impl RunError {
+    /// The error of input `index` of a batch: a wrong input or output length names the index.
+    pub fn in_batch(self, index: usize) -> RunError {
+        match self {
+            RunError::Input { expected, actual } => RunError::BatchInput {
+                index,
+                expected,
+                actual,
+            },
+            RunError::Output { expected, actual } => RunError::BatchOutput {
+                index,
+                expected,
+                actual,
+            },
+            e => e,
+        }
+    }
 }
 
 /// Checks a run's buffers against what a model was compiled for: the input (`x`) and every
