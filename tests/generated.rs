@@ -353,6 +353,25 @@ fn wrong_sizes_and_wrong_checkpoints_are_errors() {
     );
 }
 
+/// Returns once every worker of `pool` has run a task: a new thread allocates as it starts
+/// (its thread-local destructor list), which must not fall into a counted window.
+fn wait_for_workers(pool: &hrnet_runtime::kernels::Pool) {
+    let ran: Vec<AtomicBool> = (0..pool.threads())
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ran[1..].iter().all(|r| r.load(Ordering::SeqCst)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a pool worker never ran"
+        );
+        pool.run(64, &|_, thread| {
+            ran[thread].store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        });
+    }
+}
+
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
@@ -393,6 +412,7 @@ macro_rules! batch_equals_runs {
         );
         for threads in [1, 2] {
             let mut scratch = model.batch_scratch(threads);
+            wait_for_workers(scratch.single().ctx.pool());
             for n in [1, 3, 5] {
                 let xs: Vec<&[f32]> = inputs[..n].iter().map(|x| &x[..]).collect();
                 let mut outs = vec![vec![f32::NAN; n_out]; n];
