@@ -463,6 +463,17 @@ fn a_batch_of_boxes_gives_the_keypoints_of_box_by_box_runs() {
             .unwrap();
         assert!(out.is_empty());
         assert_eq!(batch.model().batches.len(), 2);
+        // A crowd: batches of at most MAX_BATCH crops.
+        let crowd: Vec<BoxXywh> = (0..40)
+            .map(|i| BoxXywh::new(10.0 + 7.0 * i as f64, 15.0 + 3.0 * i as f64, 90.0, 140.0))
+            .collect();
+        let expected_crowd = one.estimate(&image, &crowd, flip).unwrap();
+        batch.model_mut().batches.clear();
+        let got = batch.estimate_batch(&image, &crowd, flip).unwrap();
+        assert_eq!(got, expected_crowd, "crowd, flip {flip}");
+        let sizes: &[usize] = if flip { &[64, 16] } else { &[40] };
+        assert_eq!(batch.model().batches, sizes);
+        assert_eq!(batch.last_heatmaps(), one.last_heatmaps());
         // The default run_batch (one by one) gives the same.
         let mut unbatched = PoseEstimator::new(Unbatched(Pooling::default())).unwrap();
         assert_eq!(

@@ -606,8 +606,9 @@ impl<M: HeatmapModel> PoseEstimator<M> {
 
     /// As [`PoseEstimator::estimate_into`] (the same keypoints, bit for bit), with all the
     /// boxes run as one batch ([`HeatmapModel::run_batch`]): every box is cropped, the crops
-    /// (and with `flip`, their mirror images) run together, then every person is decoded. An
-    /// engine that runs a batch side by side gets all its threads busy with several people.
+    /// (and with `flip`, their mirror images) run together, then every person is decoded, by
+    /// batches of at most [`MAX_BATCH`] crops. An engine that runs a batch side by side gets
+    /// all its threads busy with several people.
     /// Allocates nothing once it has seen as many boxes (and `out` has held as many people).
     ///
     /// Errors: as [`PoseEstimator::estimate_into`]; on error `out` is empty.
@@ -634,10 +635,25 @@ impl<M: HeatmapModel> PoseEstimator<M> {
     ) -> Result<(), PoseError> {
         let pairs = self.flip_pairs(flip)?;
         out.truncate(boxes.len());
-        let n = boxes.len();
-        if n == 0 {
-            return Ok(());
+        // At most MAX_BATCH crops at once: the buffers stay bounded however crowded the image.
+        let per_batch = if flip { MAX_BATCH / 2 } else { MAX_BATCH };
+        for (c, chunk) in boxes.chunks(per_batch).enumerate() {
+            self.chunk_into(image, chunk, pairs, out, c * per_batch)?;
         }
+        Ok(())
+    }
+
+    /// The people of `boxes` into `out[first..]` (which holds at least `first` people).
+    fn chunk_into(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        pairs: Option<&[(usize, usize)]>,
+        out: &mut Vec<PersonKeypoints>,
+        first: usize,
+    ) -> Result<(), PoseError> {
+        let flip = pairs.is_some();
+        let n = boxes.len();
         let (x_len, y_len) = (self.input.len(), self.shape.len());
         let runs = if flip { 2 * n } else { n };
         let (xs_len, ys_len) = match (runs.checked_mul(x_len), runs.checked_mul(y_len)) {
@@ -663,15 +679,15 @@ impl<M: HeatmapModel> PoseEstimator<M> {
             if flip {
                 flip_width(x, self.input_w, &mut flipped[i * x_len..(i + 1) * x_len])?;
             }
-            if i == out.len() {
+            if first + i == out.len() {
                 out.push(PersonKeypoints {
                     bbox,
                     center_scale: cs,
                     keypoints: Vec::with_capacity(self.shape.joints),
                 });
             }
-            out[i].bbox = bbox;
-            out[i].center_scale = cs;
+            out[first + i].bbox = bbox;
+            out[first + i].center_scale = cs;
         }
         self.model
             .run_batch(
@@ -680,7 +696,7 @@ impl<M: HeatmapModel> PoseEstimator<M> {
             )
             .map_err(PoseError::Model)?;
         let (plain, flipped) = self.batch_heatmaps[..ys_len].split_at(n * y_len);
-        for (i, person) in out.iter_mut().enumerate() {
+        for (i, person) in out[first..first + n].iter_mut().enumerate() {
             let hm = &plain[i * y_len..(i + 1) * y_len];
             match pairs {
                 None => {
