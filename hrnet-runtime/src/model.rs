@@ -411,8 +411,8 @@ where
     }
     let threads = wide.ctx.threads();
     if inputs.len() == 1 || threads == 1 {
-        for (x, y) in inputs.iter().zip(outputs.iter_mut()) {
-            run(x, y, wide)?;
+        for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+            run(x, y, wide).map_err(|e| e.in_batch(i))?;
         }
         return Ok(());
     }
@@ -432,7 +432,7 @@ where
         if let Err(e) = result {
             let mut f = lock(&failed);
             if f.as_ref().is_none_or(|(j, _)| i < *j) {
-                *f = Some((i, e));
+                *f = Some((i, e.in_batch(i)));
             }
         }
     });
@@ -847,6 +847,44 @@ mod tests {
                 actual: 5
             })
         );
+        // A failing run: the error of the first failing input, naming it, at 1 and 2 threads.
+        let marked: Vec<Vec<f32>> = (0..5)
+            .map(|k| {
+                let mut x = input(k);
+                x[0] = k as f32;
+                x
+            })
+            .collect();
+        let xs: Vec<&[f32]> = marked.iter().map(|x| &x[..]).collect();
+        for threads in [1, 2] {
+            let mut s = BatchScratch::new(2 * ACT, Tiny::tiles(), threads);
+            let mut outs = vec![vec![0f32; C * H * W]; 5];
+            let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| &mut y[..]).collect();
+            let r = run_batch(
+                SHAPE,
+                SHAPE,
+                2 * ACT,
+                Tiny::tiles(),
+                &xs,
+                &mut ys,
+                &mut s,
+                |x, y, s| match x[0] as usize {
+                    k if k >= 2 => Err(RunError::Input {
+                        expected: SHAPE,
+                        actual: k,
+                    }),
+                    _ => tiny.run(x, y, s),
+                },
+            );
+            let want = RunError::BatchInput {
+                index: 2,
+                expected: SHAPE,
+                actual: 2,
+            };
+            assert_eq!(r, Err(want), "{threads} threads");
+            // Every output slice is back in place.
+            assert!(ys.iter().all(|y| y.len() == C * H * W));
+        }
         // A scratch made for another model.
         let mut other = BatchScratch::new(ACT, Tiny::tiles(), 2);
         let r = tiny.batch(&[&x, &x], &mut [&mut y0, &mut y1], &mut other);
