@@ -1,11 +1,12 @@
 //! Generated code, compiled by `build.rs` through the build.rs API and `include!`d here,
 //! against PyTorch's fixtures: parity from every weight format, zero heap allocations per
-//! run, one model shared by two threads, embedded weights, and clear errors for wrong sizes.
+//! run, one model shared by two threads, embedded weights, and clear errors for wrong sizes;
+//! batches (`run_batch`) equal to batch-1 runs bit for bit.
 
 use hrnet_runtime::kernels::{Ctx, Isa};
 use hrnet_runtime::npy;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[allow(dead_code)]
 mod tiny_pose {
@@ -39,11 +40,33 @@ static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+/// Also count on the thread pools' workers (threads named `hrnet-worker-*`), which run the
+/// inputs of a batch; set only around the calls measured.
+static COUNTING_WORKERS: AtomicBool = AtomicBool::new(false);
+
+/// Held by every test of this file: a pool's worker threads may allocate as they start, and
+/// the batch test counts the allocations of every pool worker, so no other test may make a
+/// pool meanwhile.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn counted_thread() -> bool {
+    COUNTING.with(|c| c.get())
+        || (COUNTING_WORKERS.load(Ordering::SeqCst)
+            && std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("hrnet-worker-")))
+}
 
 // SAFETY: forwards to the system allocator; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
+        if counted_thread() {
             ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
         }
         // SAFETY: same contract as ours.
@@ -74,6 +97,7 @@ fn assert_close(what: &str, got: &[f32], expected: &[f32]) {
 
 #[test]
 fn tiny_pose_from_every_weight_format_and_thread_count() {
+    let _serial = serial();
     let dir = fixture("tiny_pose");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let (shape, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
@@ -96,6 +120,7 @@ fn tiny_pose_from_every_weight_format_and_thread_count() {
 
 #[test]
 fn tiny_seg_from_every_checkpoint_form() {
+    let _serial = serial();
     let dir = fixture("tiny_seg");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let (shape, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
@@ -121,6 +146,7 @@ fn tiny_seg_from_every_checkpoint_form() {
 
 #[test]
 fn tiny_ocr_both_outputs() {
+    let _serial = serial();
     let dir = fixture("tiny_ocr");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let (shape, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
@@ -166,6 +192,7 @@ fn tiny_ocr_both_outputs() {
 
 #[test]
 fn tiny_cls_with_recomputed_weights() {
+    let _serial = serial();
     use hrnet_runtime::weights::{BindOptions, Checkpoint, DType, Format, Tensor, TensorData};
     let dir = hrnet_tests::data_dir().join("synthetic/tiny_cls");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
@@ -210,6 +237,7 @@ fn tiny_cls_with_recomputed_weights() {
 
 #[test]
 fn w8_pose_full_depth() {
+    let _serial = serial();
     let dir = fixture("w8_pose_256x192");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let (_, expected) = npy::read_f32(dir.join("expected.npy")).unwrap();
@@ -229,6 +257,7 @@ fn w8_pose_full_depth() {
 
 #[test]
 fn zero_heap_allocations_per_run_after_the_first() {
+    let _serial = serial();
     let dir = fixture("tiny_pose");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
@@ -261,6 +290,7 @@ fn zero_heap_allocations_per_run_after_the_first() {
 
 #[test]
 fn one_model_two_threads_identical_results() {
+    let _serial = serial();
     let dir = fixture("tiny_pose");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
@@ -283,6 +313,7 @@ fn one_model_two_threads_identical_results() {
 
 #[test]
 fn embedded_weights_equal_loaded_weights() {
+    let _serial = serial();
     let dir = fixture("tiny_pose");
     let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
     let embedded = tiny_embedded::Model::embedded().unwrap();
@@ -298,6 +329,7 @@ fn embedded_weights_equal_loaded_weights() {
 
 #[test]
 fn wrong_sizes_and_wrong_checkpoints_are_errors() {
+    let _serial = serial();
     let dir = fixture("tiny_pose");
     let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
     let mut scratch = model.scratch(1);
@@ -319,4 +351,181 @@ fn wrong_sizes_and_wrong_checkpoints_are_errors() {
         text.contains("layer1.0.conv1.weight") && text.contains("[16, 64, 1, 1]"),
         "{text}"
     );
+}
+
+/// Returns once every worker of `pool` has run a task: a new thread allocates as it starts
+/// (its thread-local destructor list), which must not fall into a counted window.
+fn wait_for_workers(pool: &hrnet_runtime::kernels::Pool) {
+    let ran: Vec<AtomicBool> = (0..pool.threads())
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ran[1..].iter().all(|r| r.load(Ordering::SeqCst)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a pool worker never ran"
+        );
+        pool.run(64, &|_, thread| {
+            ran[thread].store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        });
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// `run_batch` of 1, 3 and 5 different inputs (the fixture's and perturbed copies) at 1 and 2
+/// threads equals separate `run` calls bit for bit (which are the same at 1 and 2 threads:
+/// the kernels' tasks do not depend on the thread count), and allocates nothing.
+macro_rules! batch_equals_runs {
+    ($m:ident, $model:expr, $input:expr) => {{
+        let (model, input): (&$m::Model, &[f32]) = (&$model, &$input);
+        let inputs: Vec<Vec<f32>> = (0..5)
+            .map(|k| {
+                input
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v + 0.05 * k as f32 * ((i * 7 + k) as f32).sin())
+                    .collect()
+            })
+            .collect();
+        let n_out: usize = $m::OUTPUT_SHAPE.iter().product();
+        let mut reference = vec![vec![0f32; n_out]; inputs.len()];
+        for threads in [1, 2] {
+            let mut scratch = model.scratch(threads);
+            for (k, (x, r)) in inputs.iter().zip(&mut reference).enumerate() {
+                let mut y = vec![f32::NAN; n_out];
+                model.run(x, &mut y, &mut scratch).unwrap();
+                if threads == 1 {
+                    *r = y;
+                } else {
+                    let what = stringify!($m);
+                    assert!(same_bits(&y, r), "{what}: run of input {k}: 2 threads != 1");
+                }
+            }
+        }
+        assert!(
+            !same_bits(&reference[0], &reference[1]),
+            "the inputs differ"
+        );
+        for threads in [1, 2] {
+            let mut scratch = model.batch_scratch(threads);
+            wait_for_workers(scratch.single().ctx.pool());
+            for n in [1, 3, 5] {
+                let xs: Vec<&[f32]> = inputs[..n].iter().map(|x| &x[..]).collect();
+                let mut outs = vec![vec![f32::NAN; n_out]; n];
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| &mut y[..]).collect();
+                model.run_batch(&xs, &mut ys, &mut scratch).unwrap();
+                // Zero heap allocations on any thread, the pool's workers included.
+                COUNTING.with(|c| c.set(true));
+                COUNTING_WORKERS.store(true, Ordering::SeqCst);
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                model.run_batch(&xs, &mut ys, &mut scratch).unwrap();
+                let after = ALLOCATIONS.load(Ordering::SeqCst);
+                COUNTING_WORKERS.store(false, Ordering::SeqCst);
+                COUNTING.with(|c| c.set(false));
+                let what = stringify!($m);
+                assert_eq!(after, before, "{what} {threads}t batch of {n} allocated");
+                drop(ys);
+                for (k, (y, r)) in outs.iter().zip(&reference).enumerate() {
+                    assert!(
+                        same_bits(y, r),
+                        "{what} {threads}t batch of {n}: output {k} differs from run"
+                    );
+                }
+            }
+        }
+    }};
+}
+
+#[test]
+fn run_batch_equals_runs_bit_for_bit() {
+    let _serial = serial();
+    let dir = fixture("tiny_pose");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
+    batch_equals_runs!(tiny_pose, model, input);
+    let dir = fixture("w8_pose_256x192");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let model = w8_pose::Model::load(dir.join("weights.safetensors")).unwrap();
+    batch_equals_runs!(w8_pose, model, input);
+    let dir = fixture("tiny_seg");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let model = tiny_seg::Model::load(dir.join("weights.safetensors")).unwrap();
+    batch_equals_runs!(tiny_seg, model, input);
+    // OCR: the first output.
+    let dir = fixture("tiny_ocr");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let model = tiny_ocr::Model::load(dir.join("weights.safetensors")).unwrap();
+    batch_equals_runs!(tiny_ocr, model, input);
+}
+
+#[test]
+fn pose_session_runs_a_batch_of_crops_as_runs() {
+    let _serial = serial();
+    use hrnet_runtime::pose::HeatmapModel;
+    let dir = fixture("tiny_pose");
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
+    let n_out: usize = tiny_pose::OUTPUT_SHAPE.iter().product();
+    let n = 4;
+    let inputs: Vec<f32> = (0..n)
+        .flat_map(|k| input.iter().map(move |v| v * (1.0 + 0.1 * k as f32)))
+        .collect();
+    let mut session = model.session(2);
+    let mut batch = vec![f32::NAN; n * n_out];
+    session.run_batch(&inputs, &mut batch).unwrap();
+    for (x, y) in inputs.chunks(input.len()).zip(batch.chunks(n_out)) {
+        let mut one = vec![f32::NAN; n_out];
+        session.run(x, &mut one).unwrap();
+        assert!(same_bits(&one, y));
+    }
+    // Buffers holding different numbers of crops are an error.
+    let e = session.run_batch(&inputs, &mut batch[..n_out]).unwrap_err();
+    assert!(e.to_string().contains("batch"), "{e}");
+}
+
+#[test]
+fn wrong_batches_are_errors_naming_the_index() {
+    let _serial = serial();
+    use hrnet_runtime::model::RunError;
+    let dir = fixture("tiny_pose");
+    let model = tiny_pose::Model::load(dir.join("weights.safetensors")).unwrap();
+    let mut scratch = model.batch_scratch(2);
+    let (m, n): (usize, usize) = (
+        tiny_pose::INPUT_SHAPE.iter().product(),
+        tiny_pose::OUTPUT_SHAPE.iter().product(),
+    );
+    let x = vec![0f32; m];
+    let (mut y0, mut y1) = (vec![0f32; n], vec![0f32; n]);
+    let e = model.run_batch(&[], &mut [], &mut scratch).unwrap_err();
+    assert_eq!(e, RunError::EmptyBatch);
+    let e = model
+        .run_batch(&[&x, &x], &mut [&mut y0], &mut scratch)
+        .unwrap_err();
+    assert!(e.to_string().contains("2 inputs but 1 outputs"), "{e}");
+    let e = model
+        .run_batch(&[&x, &x[..10]], &mut [&mut y0, &mut y1], &mut scratch)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("input 1") && e.to_string().contains("[1, 3, 96, 64]"),
+        "{e}"
+    );
+    let e = model
+        .run_batch(&[&x, &x], &mut [&mut y0[..3], &mut y1], &mut scratch)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("output 0") && e.to_string().contains(" 3 "),
+        "{e}"
+    );
+    // A batch scratch of another model.
+    let other =
+        w8_pose::Model::load(fixture("w8_pose_256x192").join("weights.safetensors")).unwrap();
+    let mut wrong = other.batch_scratch(2);
+    let e = model
+        .run_batch(&[&x, &x], &mut [&mut y0, &mut y1], &mut wrong)
+        .unwrap_err();
+    assert!(matches!(e, RunError::Scratch { .. }), "{e}");
 }

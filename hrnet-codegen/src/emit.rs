@@ -395,6 +395,23 @@ impl<'p> Emitter<'p> {
                     Scratch::new(ARENA_LEN, TILES_PER_THREAD, threads)
                 }
 
+                /// Working memory for [`Model::run_batch`] on `threads` threads: one arena per
+                /// thread. Make it once; `run_batch` then allocates nothing.
+                pub fn batch_scratch(&self, threads: usize) -> hrnet_runtime::model::BatchScratch {
+                    hrnet_runtime::model::BatchScratch::new(ARENA_LEN, TILES_PER_THREAD, threads)
+                }
+
+                /// Runs the network on every input: `outputs[i]` receives what [`Model::run`]
+                /// makes of `inputs[i]`, bit for bit. With two inputs or more and two threads or
+                /// more, whole inputs run side by side, one per thread; otherwise one after the
+                /// other, each on all threads.
+                pub fn run_batch(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], scratch: &mut hrnet_runtime::model::BatchScratch) -> Result<(), RunError> {
+                    hrnet_runtime::model::run_batch(
+                        INPUT_SHAPE, OUTPUT_SHAPE, ARENA_LEN, TILES_PER_THREAD,
+                        inputs, outputs, scratch, |x, y, s| self.run(x, y, s),
+                    )
+                }
+
                 #run
             }
         }
@@ -499,17 +516,18 @@ impl<'p> Emitter<'p> {
         }
         quote! {
             /// A model with one caller's working memory: what
-            /// `hrnet_runtime::pose::PoseEstimator` drives (crop, run, decode).
+            /// `hrnet_runtime::pose::PoseEstimator` drives (crop, run, decode); it runs a batch
+            /// of people side by side ([`Model::run_batch`]).
             #[derive(Debug)]
             pub struct Session<'m> {
                 model: &'m Model,
-                scratch: Scratch,
+                scratch: hrnet_runtime::model::BatchScratch,
             }
 
             impl Model {
-                /// A session running kernels on `threads` threads.
+                /// A session running kernels on `threads` threads (one arena per thread).
                 pub fn session(&self, threads: usize) -> Session<'_> {
-                    Session { model: self, scratch: self.scratch(threads) }
+                    Session { model: self, scratch: self.batch_scratch(threads) }
                 }
             }
 
@@ -524,7 +542,14 @@ impl<'p> Emitter<'p> {
                     (OUTPUT_SHAPE[3], OUTPUT_SHAPE[2])
                 }
                 fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), hrnet_runtime::pose::ModelError> {
-                    Ok(self.model.run(input, heatmaps, &mut self.scratch)?)
+                    Ok(self.model.run(input, heatmaps, self.scratch.single())?)
+                }
+                fn run_batch(&mut self, inputs: &[f32], heatmaps: &mut [f32]) -> Result<(), hrnet_runtime::pose::ModelError> {
+                    let (model, scratch) = (self.model, &mut self.scratch);
+                    hrnet_runtime::pose::run_in_batches(
+                        inputs, heatmaps, INPUT_SHAPE.iter().product(), OUTPUT_SHAPE.iter().product(),
+                        |xs, ys| model.run_batch(xs, ys, scratch),
+                    )
                 }
             }
         }

@@ -73,6 +73,31 @@ pub trait Engine {
     /// output the engine makes).
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError>;
 
+    /// Runs on every input of a batch: `outputs[i]` receives what [`Engine::run`] makes of
+    /// `inputs[i]`. The default runs them one by one; an engine that runs whole inputs side by
+    /// side on its threads overrides it.
+    fn run_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), EngineError> {
+        use hrnet_runtime::model::RunError;
+        if inputs.is_empty() {
+            return Err(RunError::EmptyBatch.into());
+        }
+        if inputs.len() != outputs.len() {
+            return Err(RunError::BatchLength {
+                inputs: inputs.len(),
+                outputs: outputs.len(),
+            }
+            .into());
+        }
+        for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+            self.run(x, y).map_err(|e| e.in_batch(i))?;
+        }
+        Ok(())
+    }
+
     /// Times `runs` runs on `input` after `warmup` untimed ones.
     fn bench(
         &mut self,
@@ -95,6 +120,18 @@ pub trait Engine {
             median_ms: times[times.len() / 2],
             min_ms: times[0],
         })
+    }
+}
+
+impl EngineError {
+    /// The error of input `index` of a batch ([`RunError::in_batch`]).
+    ///
+    /// [`RunError::in_batch`]: hrnet_runtime::model::RunError::in_batch
+    pub fn in_batch(self, index: usize) -> EngineError {
+        match self {
+            EngineError::Run(e) => EngineError::Run(e.in_batch(index)),
+            e => e,
+        }
     }
 }
 
@@ -486,6 +523,20 @@ impl<E: Engine> hrnet_runtime::pose::HeatmapModel for PoseAdapter<E> {
         heatmaps: &mut [f32],
     ) -> Result<(), hrnet_runtime::pose::ModelError> {
         Ok(self.engine.run(input, heatmaps)?)
+    }
+    fn run_batch(
+        &mut self,
+        inputs: &[f32],
+        heatmaps: &mut [f32],
+    ) -> Result<(), hrnet_runtime::pose::ModelError> {
+        let (w, h) = self.input_size();
+        let (hw, hh) = self.heatmap_size();
+        let x_len = w.saturating_mul(h).saturating_mul(3);
+        let y_len = hw.saturating_mul(hh).saturating_mul(self.joints);
+        let engine = &mut self.engine;
+        hrnet_runtime::pose::run_in_batches(inputs, heatmaps, x_len, y_len, |xs, ys| {
+            engine.run_batch(xs, ys)
+        })
     }
 }
 

@@ -479,6 +479,43 @@ fn bench_profile_reports_every_layer_kind() {
     );
 }
 
+#[test]
+fn bench_batch_reports_images_per_second() {
+    let config = data().join("tiny_pose/config.yaml");
+    let b = hrnetc(&[
+        "bench",
+        s(&config),
+        "--batch",
+        "3",
+        "--threads",
+        "2",
+        "--runs",
+        "2",
+    ]);
+    let line = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(
+        line.starts_with("{\"engine\":\"jit\",\"threads\":2,\"median_ms\":"),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["batch"], 3);
+    let per_s = v["images_per_s"].as_f64().unwrap();
+    let median = v["median_ms"].as_f64().unwrap();
+    assert!(
+        (per_s - 3e3 / median).abs() <= 0.01 * per_s + 0.01,
+        "{line}"
+    );
+    refused(
+        &hrnetc(&["bench", s(&config), "--batch", "0"]),
+        "batch size from 1 to 1024",
+    );
+    fails(
+        &hrnetc(&["bench", s(&config), "--batch", "2", "--engine", "aot"]),
+        "--batch is timed in-process",
+    );
+}
+
 /// `--threads` and `--runs` are bounded: 0 and huge counts are refused up front (100000
 /// threads used to panic while spawning).
 #[test]
@@ -1021,6 +1058,42 @@ fn detections_in_coco_results_out() {
             assert!((a - b).abs() < 1e-3, "joint {j}: {a} vs {b}");
         }
     }
+
+    // The boxes of an image run as one batch, flipped crops included: with 2 threads, whole
+    // crops side by side; the results are the same bytes as with 1 thread.
+    let flipped = |threads: &str| {
+        let path = dir.join(format!("flip_{threads}.json"));
+        let out = hrnetc(&[
+            "run",
+            s(&w8.join("config.yaml")),
+            "--weights",
+            s(&w8.join("weights.safetensors")),
+            "--engine",
+            "jit",
+            "--threads",
+            threads,
+            "--flip",
+            "--images",
+            s(&images),
+            "--detections",
+            s(&dets),
+            "--output",
+            s(&path),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&path).unwrap()
+    };
+    let (one, two) = (flipped("1"), flipped("2"));
+    assert_eq!(one, two, "results at 1 and 2 threads differ");
+    assert_ne!(
+        one,
+        std::fs::read(&results).unwrap(),
+        "the flip test changed nothing"
+    );
 
     // `eval` reads the results (ground truth: the two images, one person each).
     let gt = dir.join("gt.json");

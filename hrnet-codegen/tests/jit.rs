@@ -413,3 +413,51 @@ fn the_jit_refuses_a_plan_for_other_kernels() {
     let e = hrnet_codegen::emit::emit(&p, &Default::default()).unwrap_err();
     assert!(e.to_string().contains("Target::runtime()"), "{e}");
 }
+
+/// The JIT engine's `run_batch`: whole inputs side by side at 2 threads, the same bits as
+/// `run`; errors for bad batches.
+#[test]
+fn the_jit_engine_runs_a_batch_as_runs() {
+    use hrnet_codegen::engine::Engine;
+    use hrnet_codegen::jit::JitEngine;
+    let dir = data_dir().join("tiny_pose");
+    let (_, opt) = driver::load_optimized(&dir.join("config.yaml")).unwrap();
+    let p = plan::plan(&opt, &Target::jit()).unwrap();
+    let ckpt = weights::load(dir.join("weights.safetensors")).unwrap();
+    let (_, input) = npy::read_f32(dir.join("input.npy")).unwrap();
+    let inputs: Vec<Vec<f32>> = (0..3)
+        .map(|k| input.iter().map(|v| v * (1.0 + 0.2 * k as f32)).collect())
+        .collect();
+    let n_out = p.outputs[0].len();
+    let mut one = JitEngine::new(&p, &ckpt, BindOptions::default(), 1).unwrap();
+    let expected: Vec<Vec<f32>> = inputs
+        .iter()
+        .map(|x| {
+            let mut y = vec![f32::NAN; n_out];
+            one.run(x, &mut y).unwrap();
+            y
+        })
+        .collect();
+    for threads in [1, 2] {
+        let mut e = JitEngine::new(&p, &ckpt, BindOptions::default(), threads).unwrap();
+        for n in [1, 3] {
+            let xs: Vec<&[f32]> = inputs[..n].iter().map(|x| &x[..]).collect();
+            let mut outs = vec![vec![f32::NAN; n_out]; n];
+            let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| &mut y[..]).collect();
+            e.run_batch(&xs, &mut ys).unwrap();
+            for (k, (y, r)) in outs.iter().zip(&expected).enumerate() {
+                let same = y.iter().zip(r).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{threads}t batch of {n}: output {k}");
+            }
+        }
+        // After a batch, `run` still works.
+        let mut y = vec![f32::NAN; n_out];
+        e.run(&inputs[2], &mut y).unwrap();
+        assert_eq!(y, expected[2]);
+        let r = e.run_batch(&[], &mut []);
+        assert!(r.unwrap_err().to_string().contains("no input"));
+        let mut y1 = vec![0f32; n_out];
+        let r = e.run_batch(&[&input, &input[1..]], &mut [&mut y, &mut y1]);
+        assert!(r.unwrap_err().to_string().contains("input 1"), "{threads}t");
+    }
+}

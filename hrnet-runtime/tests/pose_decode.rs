@@ -356,3 +356,166 @@ fn estimator_validates_model_shapes() {
         }
     );
 }
+
+/// A model whose heatmaps are a function of its input: joint `j` is the 4×4 average of input
+/// channel `j % 3`, times `j + 1`, so crops and their mirror images give different heatmaps.
+/// Counts its single and batched runs.
+#[derive(Default)]
+struct Pooling {
+    runs: usize,
+    batches: Vec<usize>,
+    batched: bool,
+}
+
+impl HeatmapModel for Pooling {
+    fn input_size(&self) -> (usize, usize) {
+        (48, 64)
+    }
+    fn num_joints(&self) -> usize {
+        17
+    }
+    fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        self.runs += 1;
+        let (w, h) = (48, 64);
+        for (j, plane) in heatmaps.chunks_exact_mut(12 * 16).enumerate() {
+            let c = &input[(j % 3) * w * h..(j % 3 + 1) * w * h];
+            for (k, v) in plane.iter_mut().enumerate() {
+                let (y, x) = (k / 12, k % 12);
+                let mut s = 0.0;
+                for dy in 0..4 {
+                    for dx in 0..4 {
+                        s += c[(4 * y + dy) * w + 4 * x + dx];
+                    }
+                }
+                *v = s * (j + 1) as f32 / 16.0;
+            }
+        }
+        Ok(())
+    }
+    fn run_batch(&mut self, inputs: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        if !self.batched {
+            return Err("not batched".into());
+        }
+        self.batches.push(inputs.len() / (3 * 48 * 64));
+        hrnet_runtime::pose::run_in_batches(
+            inputs,
+            heatmaps,
+            3 * 48 * 64,
+            17 * 12 * 16,
+            |xs, ys| -> Result<(), PoseError> {
+                for (x, y) in xs.iter().zip(ys.iter_mut()) {
+                    self.run(x, y).map_err(PoseError::Model)?;
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+/// The default `run_batch` of a model that only has `run`.
+struct Unbatched(Pooling);
+
+impl HeatmapModel for Unbatched {
+    fn input_size(&self) -> (usize, usize) {
+        self.0.input_size()
+    }
+    fn num_joints(&self) -> usize {
+        17
+    }
+    fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        self.0.run(input, heatmaps)
+    }
+}
+
+#[test]
+fn a_batch_of_boxes_gives_the_keypoints_of_box_by_box_runs() {
+    let image = astronaut();
+    let boxes: Vec<BoxXywh> = (0..5)
+        .map(|i| BoxXywh::new(40.0 + 30.0 * i as f64, 20.0 + 11.0 * i as f64, 150.0, 260.0))
+        .collect();
+    for flip in [false, true] {
+        let mut one = PoseEstimator::new(Pooling::default()).unwrap();
+        let expected = one.estimate(&image, &boxes, flip).unwrap();
+        assert_ne!(expected[0].keypoints, expected[1].keypoints);
+        let mut batch = PoseEstimator::new(Pooling {
+            batched: true,
+            ..Pooling::default()
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        batch
+            .estimate_batch_into(&image, &boxes, flip, &mut out)
+            .unwrap();
+        assert_eq!(out, expected, "flip {flip}");
+        // One batch, the flipped crops included.
+        let runs = if flip { 10 } else { 5 };
+        assert_eq!(batch.model().batches, [runs]);
+        assert_eq!(batch.model().runs, runs);
+        assert_eq!(batch.last_heatmaps(), one.last_heatmaps());
+        assert_eq!(batch.last_crop(), one.last_crop());
+        // Fewer boxes, reusing `out`; no box: no run.
+        batch
+            .estimate_batch_into(&image, &boxes[..2], flip, &mut out)
+            .unwrap();
+        assert_eq!(out, expected[..2]);
+        batch
+            .estimate_batch_into(&image, &[], flip, &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(batch.model().batches.len(), 2);
+        // A crowd: batches of at most MAX_BATCH crops.
+        let crowd: Vec<BoxXywh> = (0..40)
+            .map(|i| BoxXywh::new(10.0 + 7.0 * i as f64, 15.0 + 3.0 * i as f64, 90.0, 140.0))
+            .collect();
+        let expected_crowd = one.estimate(&image, &crowd, flip).unwrap();
+        batch.model_mut().batches.clear();
+        let got = batch.estimate_batch(&image, &crowd, flip).unwrap();
+        assert_eq!(got, expected_crowd, "crowd, flip {flip}");
+        let sizes: &[usize] = if flip { &[64, 16] } else { &[40] };
+        assert_eq!(batch.model().batches, sizes);
+        assert_eq!(batch.last_heatmaps(), one.last_heatmaps());
+        // The default run_batch (one by one) gives the same.
+        let mut unbatched = PoseEstimator::new(Unbatched(Pooling::default())).unwrap();
+        assert_eq!(
+            unbatched.estimate_batch(&image, &boxes, flip).unwrap(),
+            expected
+        );
+        assert_eq!(unbatched.model().0.runs, runs);
+    }
+}
+
+#[test]
+fn batch_errors_are_reported() {
+    let image = astronaut();
+    let good = BoxXywh::new(40.0, 20.0, 150.0, 260.0);
+    let bad = BoxXywh::new(0.0, 0.0, -3.0, 4.0);
+    let mut est = PoseEstimator::new(Pooling {
+        batched: true,
+        ..Pooling::default()
+    })
+    .unwrap();
+    let mut out = Vec::new();
+    let e = est
+        .estimate_batch_into(&image, &[good, bad], true, &mut out)
+        .unwrap_err();
+    assert!(matches!(e, PoseError::InvalidBox { .. }), "{e}");
+    assert!(out.is_empty());
+    assert!(est.model().batches.is_empty());
+    // A model failure.
+    est.model_mut().batched = false;
+    let e = est.estimate_batch(&image, &[good], false).unwrap_err();
+    assert!(
+        matches!(e, PoseError::Model(_)) && e.to_string().contains("not batched"),
+        "{e}"
+    );
+    // The default run_batch checks the buffers.
+    let mut m = Unbatched(Pooling::default());
+    let mut hm = vec![0.0; 17 * 12 * 16];
+    for (x, y) in [(0, 1), (3 * 48 * 64 + 1, 1), (2 * 3 * 48 * 64, 1)] {
+        let e = m
+            .run_batch(&vec![0.0; x], &mut hm[..y * 17 * 12 * 16])
+            .unwrap_err();
+        assert!(e.to_string().contains("batch"), "{e}");
+    }
+    assert_eq!(m.0.runs, 0);
+}

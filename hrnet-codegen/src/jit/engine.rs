@@ -4,7 +4,7 @@
 use super::{JitError, JitModel, JitRunError};
 use crate::engine::{Engine, EngineError};
 use crate::plan::Plan;
-use hrnet_runtime::model::{RunError, Scratch};
+use hrnet_runtime::model::{BatchScratch, RunError, Scratch};
 use hrnet_runtime::weights::{BindError, BindOptions, Checkpoint};
 
 /// Why a [`JitEngine`] could not be made.
@@ -23,7 +23,7 @@ pub enum JitEngineError {
 pub struct JitEngine {
     model: JitModel,
     packed: Vec<f32>,
-    scratch: Scratch,
+    scratch: Work,
     /// The output [`Engine::run`] writes.
     output: usize,
     /// Buffers for the outputs before it (made once).
@@ -40,7 +40,7 @@ impl JitEngine {
     ) -> Result<JitEngine, JitEngineError> {
         let model = JitModel::compile(plan)?;
         let packed = model.pack(ckpt, opts)?;
-        let scratch = model.scratch(threads);
+        let scratch = Work::One(model.scratch(threads));
         Ok(JitEngine {
             model,
             packed,
@@ -83,25 +83,98 @@ impl JitEngine {
 
 impl Engine for JitEngine {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        let scratch = match &mut self.scratch {
+            Work::One(s) => s,
+            Work::Batch(b) => b.single(),
+        };
         let ran = match &mut self.before[..] {
-            [] => self
-                .model
-                .run(&self.packed, input, &mut [output], &mut self.scratch),
+            [] => self.model.run(&self.packed, input, &mut [output], scratch),
             [first] => self.model.run(
                 &self.packed,
                 input,
                 &mut [first.as_mut_slice(), output],
-                &mut self.scratch,
+                scratch,
             ),
             _ => unreachable!("with_output allows outputs 0 and 1"),
         };
-        match ran {
-            Ok(()) => Ok(()),
-            Err(JitRunError::Run(e)) => Err(e.into()),
-            // `new` packed the weights for this model; kept total all the same.
-            Err(JitRunError::Weights { expected, actual }) => {
-                Err(RunError::Scratch { expected, actual }.into())
-            }
+        Ok(ran.map_err(run_error)?)
+    }
+
+    fn run_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), EngineError> {
+        if !self.before.is_empty() {
+            // Output 1 needs a buffer for output 0 per input: one by one.
+            return self.run_each(inputs, outputs);
         }
+        let m = &self.model;
+        if let Work::One(one) = &mut self.scratch {
+            if inputs.len() < 2 || one.ctx.threads() < 2 {
+                return self.run_each(inputs, outputs);
+            }
+            // The first batch that can run side by side: one arena per extra thread, kept.
+            let one = std::mem::replace(one, Scratch::new(0, 0, 1));
+            self.scratch = Work::Batch(BatchScratch::from_scratch(
+                one,
+                m.arena_len,
+                m.scratch_per_thread,
+            ));
+        }
+        let Work::Batch(scratch) = &mut self.scratch else {
+            unreachable!("made above")
+        };
+        let nchw = |s: hrnet_ir::Shape| [1, s.c, s.h, s.w];
+        let packed = &self.packed[..];
+        Ok(hrnet_runtime::model::run_batch(
+            nchw(m.input_shape()),
+            nchw(m.output_shapes()[0]),
+            m.arena_len,
+            m.scratch_per_thread,
+            inputs,
+            outputs,
+            scratch,
+            |x, y, s| m.run(packed, x, &mut [y], s).map_err(run_error),
+        )?)
+    }
+}
+
+/// The batch-1 scratch until a batch runs side by side, then one arena per thread.
+#[derive(Debug)]
+enum Work {
+    One(Scratch),
+    Batch(BatchScratch),
+}
+
+impl JitEngine {
+    /// A batch run one input after the other.
+    fn run_each(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), EngineError> {
+        if inputs.is_empty() {
+            return Err(RunError::EmptyBatch.into());
+        }
+        if inputs.len() != outputs.len() {
+            return Err(RunError::BatchLength {
+                inputs: inputs.len(),
+                outputs: outputs.len(),
+            }
+            .into());
+        }
+        for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+            self.run(x, y).map_err(|e| e.in_batch(i))?;
+        }
+        Ok(())
+    }
+}
+
+fn run_error(e: JitRunError) -> RunError {
+    match e {
+        JitRunError::Run(e) => e,
+        // `new` packed the weights for this model; kept total all the same.
+        JitRunError::Weights { expected, actual } => RunError::Scratch { expected, actual },
     }
 }

@@ -472,6 +472,12 @@ impl JitModel {
         Scratch::new(self.arena_len, self.scratch_per_thread, threads)
     }
 
+    /// Working memory for [`hrnet_runtime::model::run_batch`] of this model on `threads`
+    /// threads (one arena per thread).
+    pub fn batch_scratch(&self, threads: usize) -> hrnet_runtime::model::BatchScratch {
+        hrnet_runtime::model::BatchScratch::new(self.arena_len, self.scratch_per_thread, threads)
+    }
+
     /// Input shape (NCHW, batch 1).
     pub fn input_shape(&self) -> Shape {
         self.input

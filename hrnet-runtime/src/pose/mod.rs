@@ -232,6 +232,92 @@ pub trait HeatmapModel {
 
     /// Runs the network: `input` holds `3·H·W` values, `heatmaps` receives `J·h·w`.
     fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError>;
+
+    /// Runs the network on `n` crops at once: `inputs` holds `n` inputs of `3·H·W` values one
+    /// after the other, `heatmaps` receives their `n` heatmaps of `J·h·w`, in the same order,
+    /// each what [`HeatmapModel::run`] makes of its crop. The default runs them one by one;
+    /// an engine that runs a batch faster (several people side by side) overrides it.
+    ///
+    /// Errors: buffers that do not hold the same whole number (≥ 1) of inputs and heatmaps,
+    /// a model failure.
+    fn run_batch(&mut self, inputs: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        let (w, h) = self.input_size();
+        let (hw, hh) = self.heatmap_size();
+        let x_len = w.saturating_mul(h).saturating_mul(3);
+        let y_len = hw.saturating_mul(hh).saturating_mul(self.num_joints());
+        let n = batch_len(inputs.len(), heatmaps.len(), x_len, y_len)?;
+        let (x_len, y_len) = (inputs.len() / n, heatmaps.len() / n);
+        for (x, y) in inputs
+            .chunks_exact(x_len)
+            .zip(heatmaps.chunks_exact_mut(y_len))
+        {
+            self.run(x, y)?;
+        }
+        Ok(())
+    }
+}
+
+/// Most crops [`run_in_batches`] hands to the network at once.
+pub const MAX_BATCH: usize = 64;
+
+/// The number of crops in `inputs` floats of input and `heatmaps` floats of heatmaps, `x_len`
+/// and `y_len` a crop: an error unless both hold the same whole number, at least one.
+fn batch_len(
+    inputs: usize,
+    heatmaps: usize,
+    x_len: usize,
+    y_len: usize,
+) -> Result<usize, ModelError> {
+    if x_len == 0 || y_len == 0 || inputs == 0 || !inputs.is_multiple_of(x_len) {
+        return Err(format!(
+            "a batch of crops has {inputs} values, not a whole number (at least 1) of {x_len}-value inputs"
+        )
+        .into());
+    }
+    let n = inputs / x_len;
+    if n.checked_mul(y_len) != Some(heatmaps) {
+        return Err(format!(
+            "a batch of {n} crops needs {n} × {y_len} heatmap values, the buffer has {heatmaps}"
+        )
+        .into());
+    }
+    Ok(n)
+}
+
+/// Cuts `inputs` (crops of `x_len` values, one after the other) and `heatmaps` (of `y_len`)
+/// into batches of at most [`MAX_BATCH`] crops and hands each to `run` as slices, without
+/// allocating: what a [`HeatmapModel::run_batch`] built on a `run_batch(&[&[f32]], &mut
+/// [&mut [f32]])` (a generated model's) does.
+///
+/// Errors: buffers that do not hold the same whole number (≥ 1) of crops; `run`'s error.
+pub fn run_in_batches<E>(
+    inputs: &[f32],
+    heatmaps: &mut [f32],
+    x_len: usize,
+    y_len: usize,
+    mut run: impl FnMut(&[&[f32]], &mut [&mut [f32]]) -> Result<(), E>,
+) -> Result<(), ModelError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    batch_len(inputs.len(), heatmaps.len(), x_len, y_len)?;
+    let xs_all = inputs.chunks(MAX_BATCH * x_len);
+    let ys_all = heatmaps.chunks_mut(MAX_BATCH * y_len);
+    for (xs_flat, ys_flat) in xs_all.zip(ys_all) {
+        let mut xs: [&[f32]; MAX_BATCH] = [&[]; MAX_BATCH];
+        let mut ys: [&mut [f32]; MAX_BATCH] = std::array::from_fn(|_| Default::default());
+        let mut n = 0;
+        for ((x, y), (xs, ys)) in xs_flat
+            .chunks_exact(x_len)
+            .zip(ys_flat.chunks_exact_mut(y_len))
+            .zip(xs.iter_mut().zip(ys.iter_mut()))
+        {
+            (*xs, *ys) = (x, y);
+            n += 1;
+        }
+        run(&xs[..n], &mut ys[..n]).map_err(|e| Box::new(e) as ModelError)?;
+    }
+    Ok(())
 }
 
 impl<M: HeatmapModel + ?Sized> HeatmapModel for &mut M {
@@ -247,6 +333,9 @@ impl<M: HeatmapModel + ?Sized> HeatmapModel for &mut M {
     fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
         (**self).run(input, heatmaps)
     }
+    fn run_batch(&mut self, inputs: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        (**self).run_batch(inputs, heatmaps)
+    }
 }
 
 impl<M: HeatmapModel + ?Sized> HeatmapModel for Box<M> {
@@ -261,6 +350,9 @@ impl<M: HeatmapModel + ?Sized> HeatmapModel for Box<M> {
     }
     fn run(&mut self, input: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
         (**self).run(input, heatmaps)
+    }
+    fn run_batch(&mut self, inputs: &[f32], heatmaps: &mut [f32]) -> Result<(), ModelError> {
+        (**self).run_batch(inputs, heatmaps)
     }
 }
 
@@ -291,6 +383,10 @@ pub struct PoseEstimator<M> {
     heatmaps: Vec<f32>,
     heatmaps_flipped: Vec<f32>,
     average: Vec<f64>,
+    /// [`PoseEstimator::estimate_batch_into`]'s crops and heatmaps (the flipped ones after
+    /// the plain ones); they only grow.
+    batch_inputs: Vec<f32>,
+    batch_heatmaps: Vec<f32>,
 }
 
 #[cfg(feature = "image")]
@@ -377,6 +473,8 @@ impl<M: HeatmapModel> PoseEstimator<M> {
             heatmaps: vec![0.0; shape.len()],
             heatmaps_flipped: vec![0.0; shape.len()],
             average: vec![0.0; shape.len()],
+            batch_inputs: Vec::new(),
+            batch_heatmaps: Vec::new(),
         })
     }
 
@@ -490,6 +588,149 @@ impl<M: HeatmapModel> PoseEstimator<M> {
             }
         }
         Ok(())
+    }
+
+    /// As [`PoseEstimator::estimate_batch_into`], into a new vector.
+    ///
+    /// Errors: see [`PoseEstimator::estimate_batch_into`].
+    pub fn estimate_batch(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        flip: bool,
+    ) -> Result<Vec<PersonKeypoints>, PoseError> {
+        let mut out = Vec::with_capacity(boxes.len());
+        self.estimate_batch_into(image, boxes, flip, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`PoseEstimator::estimate_into`] (the same keypoints, bit for bit), with all the
+    /// boxes run as one batch ([`HeatmapModel::run_batch`]): every box is cropped, the crops
+    /// (and with `flip`, their mirror images) run together, then every person is decoded, by
+    /// batches of at most [`MAX_BATCH`] crops. An engine that runs a batch side by side gets
+    /// all its threads busy with several people.
+    /// Allocates nothing once it has seen as many boxes (and `out` has held as many people).
+    ///
+    /// Errors: as [`PoseEstimator::estimate_into`]; on error `out` is empty.
+    pub fn estimate_batch_into(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        flip: bool,
+        out: &mut Vec<PersonKeypoints>,
+    ) -> Result<(), PoseError> {
+        let result = self.batch_into(image, boxes, flip, out);
+        if result.is_err() {
+            out.clear();
+        }
+        result
+    }
+
+    fn batch_into(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        flip: bool,
+        out: &mut Vec<PersonKeypoints>,
+    ) -> Result<(), PoseError> {
+        let pairs = self.flip_pairs(flip)?;
+        out.truncate(boxes.len());
+        // At most MAX_BATCH crops at once: the buffers stay bounded however crowded the image.
+        let per_batch = if flip { MAX_BATCH / 2 } else { MAX_BATCH };
+        for (c, chunk) in boxes.chunks(per_batch).enumerate() {
+            self.chunk_into(image, chunk, pairs, out, c * per_batch)?;
+        }
+        Ok(())
+    }
+
+    /// The people of `boxes` into `out[first..]` (which holds at least `first` people).
+    fn chunk_into(
+        &mut self,
+        image: &image::RgbImage,
+        boxes: &[BoxXywh],
+        pairs: Option<&[(usize, usize)]>,
+        out: &mut Vec<PersonKeypoints>,
+        first: usize,
+    ) -> Result<(), PoseError> {
+        let flip = pairs.is_some();
+        let n = boxes.len();
+        let (x_len, y_len) = (self.input.len(), self.shape.len());
+        let runs = if flip { 2 * n } else { n };
+        let (xs_len, ys_len) = match (runs.checked_mul(x_len), runs.checked_mul(y_len)) {
+            (Some(x), Some(y)) => (x, y),
+            _ => {
+                return Err(PoseError::BufferSize {
+                    what: "batch of crops",
+                    expected: usize::MAX,
+                    got: runs,
+                })
+            }
+        };
+        if self.batch_inputs.len() < xs_len {
+            self.batch_inputs.resize(xs_len, 0.0);
+        }
+        if self.batch_heatmaps.len() < ys_len {
+            self.batch_heatmaps.resize(ys_len, 0.0);
+        }
+        let (plain, flipped) = self.batch_inputs[..xs_len].split_at_mut(n * x_len);
+        for (i, &bbox) in boxes.iter().enumerate() {
+            let x = &mut plain[i * x_len..(i + 1) * x_len];
+            let cs = preprocess(image, bbox, self.input_w, self.input_h, &mut self.crop, x)?;
+            if flip {
+                flip_width(x, self.input_w, &mut flipped[i * x_len..(i + 1) * x_len])?;
+            }
+            if first + i == out.len() {
+                out.push(PersonKeypoints {
+                    bbox,
+                    center_scale: cs,
+                    keypoints: Vec::with_capacity(self.shape.joints),
+                });
+            }
+            out[first + i].bbox = bbox;
+            out[first + i].center_scale = cs;
+        }
+        self.model
+            .run_batch(
+                &self.batch_inputs[..xs_len],
+                &mut self.batch_heatmaps[..ys_len],
+            )
+            .map_err(PoseError::Model)?;
+        let (plain, flipped) = self.batch_heatmaps[..ys_len].split_at(n * y_len);
+        for (i, person) in out[first..first + n].iter_mut().enumerate() {
+            let hm = &plain[i * y_len..(i + 1) * y_len];
+            match pairs {
+                None => {
+                    decode_heatmaps(hm, self.shape, &person.center_scale, &mut person.keypoints)?
+                }
+                Some(pairs) => {
+                    let hm_flipped = &flipped[i * y_len..(i + 1) * y_len];
+                    flip_average(hm, hm_flipped, self.shape, pairs, &mut self.average)?;
+                    decode_heatmaps(
+                        &self.average,
+                        self.shape,
+                        &person.center_scale,
+                        &mut person.keypoints,
+                    )?;
+                }
+            }
+        }
+        // As after `estimate_into`: the last person's input and heatmaps.
+        self.input
+            .copy_from_slice(&self.batch_inputs[(n - 1) * x_len..n * x_len]);
+        self.heatmaps
+            .copy_from_slice(&plain[(n - 1) * y_len..n * y_len]);
+        Ok(())
+    }
+
+    /// The flip pairs the flip test needs, if `flip`.
+    fn flip_pairs(&self, flip: bool) -> Result<Option<&'static [(usize, usize)]>, PoseError> {
+        match (flip, self.dataset.flip_pairs()) {
+            (false, _) => Ok(None),
+            (true, Some(pairs)) => Ok(Some(pairs)),
+            (true, None) => Err(PoseError::FlipUnsupported {
+                num_joints: self.shape.joints,
+            }),
+        }
     }
 
     fn run_and_decode(

@@ -1,17 +1,23 @@
-//! `hrnetc bench CONFIG [--size H W] [--weights W] [--engine E] [--threads N] [--runs R] [--profile]`:
-//! one JSON line, `{"engine":…,"threads":…,"median_ms":…,"min_ms":…,"runs":…}`.
+//! `hrnetc bench CONFIG [--size H W] [--weights W] [--engine E] [--threads N] [--runs R] [--profile]
+//! [--batch B]`: one JSON line, `{"engine":…,"threads":…,"median_ms":…,"min_ms":…,"runs":…}`;
+//! with `--batch`, the times are of a batch of B inputs (`run_batch`: with the JIT, whole
+//! inputs side by side on the threads) and the line adds `"batch"` and `"images_per_s"`.
 
 use crate::loaded::{finite, parse_threads, read_checkpoint, round, size_arg, Loaded};
 use anyhow::{bail, Context, Result};
-use hrnet_codegen::engine::EngineKind;
+use hrnet_codegen::engine::{Engine, EngineKind, Timing};
 use hrnet_codegen::{aot, driver, profile};
 use hrnet_runtime::weights::{self, BindOptions};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Most timed runs (the runs are kept to take their median).
 const MAX_RUNS: usize = 1_000_000;
+
+/// Largest `--batch`.
+const MAX_BATCH: usize = 1024;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +47,17 @@ pub struct Args {
     /// Accept checkpoint tensors the network does not use.
     #[arg(long)]
     ignore_extra: bool,
+    /// Time batches of B inputs (`run_batch`; the JIT runs whole inputs side by side on
+    /// its threads) and report images per second.
+    #[arg(long, value_name = "B", value_parser = parse_batch)]
+    batch: Option<usize>,
+}
+
+fn parse_batch(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => Ok(n),
+        _ => Err(format!("give a batch size from 1 to {MAX_BATCH}")),
+    }
 }
 
 fn parse_runs(s: &str) -> Result<usize, String> {
@@ -59,6 +76,11 @@ struct BenchLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     min_ms: Option<f64>,
     runs: usize,
+    /// With `--batch`: inputs per timed run, and inputs per second at the median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<Vec<KindJson>>,
     /// With `--profile`: the instruction set the kernels ran with and its measured FMA peak
@@ -91,6 +113,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         ),
         (Some(e), false) => e,
     };
+    if a.batch.is_some() && (a.profile || kind == EngineKind::Aot) {
+        bail!("--batch is timed in-process: use --engine jit (or reference), without --profile");
+    }
     let loaded = Loaded::load_at(&a.config, size_arg(a.size.as_deref())?)?;
     let opts = BindOptions {
         ignore_extra: a.ignore_extra,
@@ -149,6 +174,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
             median_ms: ms("median_ms", prof.total.as_secs_f64() * 1e3)?,
             min_ms: None,
             runs: a.runs,
+            batch: None,
+            images_per_s: None,
             profile: Some(rows),
             isa: Some(format!("{:?}", prof.isa)),
             peak_gflops: Some(round(finite(prof.peak_gflops, || "peak_gflops".into())?, 2)),
@@ -158,13 +185,28 @@ pub fn main(a: Args) -> Result<ExitCode> {
         let (h, w) = loaded.network.input_hw;
         let x = aot::bench_input(3 * h * w);
         let mut y = vec![0f32; loaded.output_shape(0)?.iter().product()];
-        let t = eng.bench(&x, &mut y, kind.warmup_runs(), a.runs)?;
+        let (t, batch) = match a.batch {
+            None => (eng.bench(&x, &mut y, kind.warmup_runs(), a.runs)?, None),
+            Some(n) => {
+                let xs: Vec<&[f32]> = vec![&x[..]; n];
+                let mut outs = vec![y.clone(); n];
+                let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| &mut y[..]).collect();
+                let t = bench_batch(&mut *eng, &xs, &mut ys, kind.warmup_runs(), a.runs)?;
+                let per_s = n as f64 / (t.median_ms / 1e3);
+                (
+                    t,
+                    Some((n, round(finite(per_s, || "images_per_s".into())?, 2))),
+                )
+            }
+        };
         BenchLine {
             engine: kind.name(),
             threads: a.threads,
             median_ms: ms("median_ms", t.median_ms)?,
             min_ms: Some(ms("min_ms", t.min_ms)?),
             runs: a.runs,
+            batch: batch.map(|b| b.0),
+            images_per_s: batch.map(|b| b.1),
             profile: None,
             isa: None,
             peak_gflops: None,
@@ -173,4 +215,28 @@ pub fn main(a: Args) -> Result<ExitCode> {
     println!("{}", serde_json::to_string(&line)?);
     drop(random_file);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Median and fastest of `runs` timed batches after `warmup` untimed ones.
+fn bench_batch(
+    eng: &mut dyn Engine,
+    xs: &[&[f32]],
+    ys: &mut [&mut [f32]],
+    warmup: usize,
+    runs: usize,
+) -> Result<Timing> {
+    for _ in 0..warmup {
+        eng.run_batch(xs, ys)?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        eng.run_batch(xs, ys)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+    })
 }

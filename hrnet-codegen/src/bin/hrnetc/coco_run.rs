@@ -2,7 +2,8 @@
 //! [--flip] --output results.json`: the official COCO test with person detections.
 //!
 //! Detections of category 1 scoring at least `TEST.IMAGE_THRE` are kept; each image is read
-//! once (JPEG decoded as libjpeg-turbo/OpenCV decodes it) and all its boxes are estimated;
+//! once (JPEG decoded as libjpeg-turbo/OpenCV decodes it) and all its boxes are estimated as
+//! one batch (with the JIT, several people run side by side on the threads);
 //! the people are rescored and OKS-NMS'd per image as the official `evaluate` does, and the
 //! COCO keypoint results are written atomically at the end. A progress line goes to stderr.
 
@@ -51,7 +52,7 @@ pub fn run(
         boxes.clear();
         boxes.extend(dets.iter().map(|d| d.bbox()));
         estimator
-            .estimate_into(&image, &boxes, flip, &mut found)
+            .estimate_batch_into(&image, &boxes, flip, &mut found)
             .with_context(|| format!("image {image_id} ({})", path.display()))?;
         for (det, person) in dets.iter().zip(&found) {
             people.push(PersonPrediction::new(*image_id, det.score, person));
