@@ -81,21 +81,7 @@ pub trait Engine {
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
     ) -> Result<(), EngineError> {
-        use hrnet_runtime::model::RunError;
-        if inputs.is_empty() {
-            return Err(RunError::EmptyBatch.into());
-        }
-        if inputs.len() != outputs.len() {
-            return Err(RunError::BatchLength {
-                inputs: inputs.len(),
-                outputs: outputs.len(),
-            }
-            .into());
-        }
-        for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
-            self.run(x, y).map_err(|e| e.in_batch(i))?;
-        }
-        Ok(())
+        run_one_by_one(self, inputs, outputs)
     }
 
     /// Times `runs` runs on `input` after `warmup` untimed ones.
@@ -133,6 +119,31 @@ impl EngineError {
             e => e,
         }
     }
+}
+
+/// A batch run one input after the other with [`Engine::run`] (the default
+/// [`Engine::run_batch`], and what an engine that overrides it falls back to): the batch's
+/// lengths are checked first, and an error names the input's index.
+pub fn run_one_by_one<E: Engine + ?Sized>(
+    engine: &mut E,
+    inputs: &[&[f32]],
+    outputs: &mut [&mut [f32]],
+) -> Result<(), EngineError> {
+    use hrnet_runtime::model::RunError;
+    if inputs.is_empty() {
+        return Err(RunError::EmptyBatch.into());
+    }
+    if inputs.len() != outputs.len() {
+        return Err(RunError::BatchLength {
+            inputs: inputs.len(),
+            outputs: outputs.len(),
+        }
+        .into());
+    }
+    for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+        engine.run(x, y).map_err(|e| e.in_batch(i))?;
+    }
+    Ok(())
 }
 
 /// A run failed.

@@ -107,12 +107,12 @@ impl Engine for JitEngine {
     ) -> Result<(), EngineError> {
         if !self.before.is_empty() {
             // Output 1 needs a buffer for output 0 per input: one by one.
-            return self.run_each(inputs, outputs);
+            return crate::engine::run_one_by_one(self, inputs, outputs);
         }
         let m = &self.model;
         if let Work::One(one) = &mut self.scratch {
             if inputs.len() < 2 || one.ctx.threads() < 2 {
-                return self.run_each(inputs, outputs);
+                return crate::engine::run_one_by_one(self, inputs, outputs);
             }
             // The first batch that can run side by side: one arena per extra thread, kept.
             let one = std::mem::replace(one, Scratch::new(0, 0, 1));
@@ -145,30 +145,6 @@ impl Engine for JitEngine {
 enum Work {
     One(Scratch),
     Batch(BatchScratch),
-}
-
-impl JitEngine {
-    /// A batch run one input after the other.
-    fn run_each(
-        &mut self,
-        inputs: &[&[f32]],
-        outputs: &mut [&mut [f32]],
-    ) -> Result<(), EngineError> {
-        if inputs.is_empty() {
-            return Err(RunError::EmptyBatch.into());
-        }
-        if inputs.len() != outputs.len() {
-            return Err(RunError::BatchLength {
-                inputs: inputs.len(),
-                outputs: outputs.len(),
-            }
-            .into());
-        }
-        for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
-            self.run(x, y).map_err(|e| e.in_batch(i))?;
-        }
-        Ok(())
-    }
 }
 
 fn run_error(e: JitRunError) -> RunError {

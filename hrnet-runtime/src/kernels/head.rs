@@ -63,6 +63,22 @@ unsafe impl Sync for Ptr {}
 // SAFETY: as above.
 unsafe impl Send for Ptr {}
 
+/// The sums over every pixel of channel block `cb` of `x`, in row-major pixel order (what
+/// both pools divide by `h · w`).
+#[inline(always)]
+fn block_sums(shape: ActShape, x: &[f32], cb: usize) -> [f32; BLOCK] {
+    let mut acc = [0.0f32; BLOCK];
+    for y in 0..shape.h {
+        let row = &x[shape.pixel(cb, y, 0)..][..shape.w * BLOCK];
+        for px in row.chunks_exact(BLOCK) {
+            for (a, &v) in acc.iter_mut().zip(px) {
+                *a += v;
+            }
+        }
+    }
+    acc
+}
+
 /// Global average pooling: `out[c]` = mean of channel `c` of `x` over its `h × w` pixels
 /// (summed in row-major pixel order in f32, then divided by `h · w`). Allocates nothing.
 ///
@@ -76,15 +92,7 @@ pub fn global_avg_pool(ctx: &Ctx, shape: ActShape, x: &[f32], out: &mut [f32]) {
     let o = Ptr(out.as_mut_ptr());
     let o = &o;
     ctx.pool().run(shape.blocks(), &|cb, _| {
-        let mut acc = [0.0f32; BLOCK];
-        for y in 0..shape.h {
-            let row = &x[shape.pixel(cb, y, 0)..][..shape.w * BLOCK];
-            for px in row.chunks_exact(BLOCK) {
-                for (a, &v) in acc.iter_mut().zip(px) {
-                    *a += v;
-                }
-            }
-        }
+        let acc = block_sums(shape, x, cb);
         let lanes = BLOCK.min(shape.c - cb * BLOCK);
         for (l, a) in acc[..lanes].iter().enumerate() {
             // SAFETY: channel `cb · 16 + l < c` is inside `out`; task `cb` alone writes it.
@@ -121,15 +129,7 @@ pub fn global_avg_pool_blocked(ctx: &Ctx, shape: ActShape, x: &[f32], out: &mut 
     let o = Ptr(out.as_mut_ptr());
     let o = &o;
     ctx.pool().run(shape.blocks(), &|cb, _| {
-        let mut acc = [0.0f32; BLOCK];
-        for y in 0..shape.h {
-            let row = &x[shape.pixel(cb, y, 0)..][..shape.w * BLOCK];
-            for px in row.chunks_exact(BLOCK) {
-                for (a, &v) in acc.iter_mut().zip(px) {
-                    *a += v;
-                }
-            }
-        }
+        let acc = block_sums(shape, x, cb);
         let lanes = BLOCK.min(shape.c - cb * BLOCK);
         let at = os.pixel(cb, 0, 0);
         for (l, a) in acc.iter().enumerate() {
