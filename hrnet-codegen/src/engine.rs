@@ -107,6 +107,30 @@ pub trait Engine {
             min_ms: times[0],
         })
     }
+
+    /// Times `runs` calls of [`Engine::run_batch`] on `inputs` after `warmup` untimed ones.
+    fn bench_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        for _ in 0..warmup {
+            self.run_batch(inputs, outputs)?;
+        }
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            self.run_batch(inputs, outputs)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(Timing {
+            median_ms: times[times.len() / 2],
+            min_ms: times[0],
+        })
+    }
 }
 
 impl EngineError {
@@ -129,6 +153,15 @@ pub fn run_one_by_one<E: Engine + ?Sized>(
     inputs: &[&[f32]],
     outputs: &mut [&mut [f32]],
 ) -> Result<(), EngineError> {
+    check_batch(inputs, outputs)?;
+    for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+        engine.run(x, y).map_err(|e| e.in_batch(i))?;
+    }
+    Ok(())
+}
+
+/// A batch has at least one input and one output per input.
+fn check_batch(inputs: &[&[f32]], outputs: &[&mut [f32]]) -> Result<(), EngineError> {
     use hrnet_runtime::model::RunError;
     if inputs.is_empty() {
         return Err(RunError::EmptyBatch.into());
@@ -139,9 +172,6 @@ pub fn run_one_by_one<E: Engine + ?Sized>(
             outputs: outputs.len(),
         }
         .into());
-    }
-    for (i, (x, y)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
-        engine.run(x, y).map_err(|e| e.in_batch(i))?;
     }
     Ok(())
 }
@@ -429,41 +459,115 @@ impl Aot {
     }
 }
 
-impl Engine for Aot {
-    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
-        let n: usize = self.input_shape.iter().product();
-        if input.len() != n {
-            return Err(hrnet_runtime::model::RunError::Input {
-                expected: self.input_shape,
-                actual: input.len(),
+impl Aot {
+    /// Runs the binary once on every input (one input file of shape `[N, C, H, W]`; with
+    /// several, the binary runs them side by side on its threads) into `outputs`. The lengths
+    /// are checked first; an error names the input's index when `batch` is set.
+    fn run_files(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        batch: bool,
+    ) -> Result<(), EngineError> {
+        use hrnet_runtime::model::RunError;
+        let at = |e: EngineError, i: usize| if batch { e.in_batch(i) } else { e };
+        let per_input: usize = self.input_shape.iter().product();
+        let per_output: usize = self.output_shape.iter().product();
+        for (i, (x, y)) in inputs.iter().zip(outputs.iter()).enumerate() {
+            if x.len() != per_input {
+                let e = RunError::Input {
+                    expected: self.input_shape,
+                    actual: x.len(),
+                };
+                return Err(at(e.into(), i));
             }
-            .into());
+            if y.len() != per_output {
+                let e = RunError::Output {
+                    expected: self.output_shape,
+                    actual: y.len(),
+                };
+                return Err(at(e.into(), i));
+            }
         }
-        let (x, y) = (
+        let (xf, yf) = (
             self.work.path().join("input.npy"),
             self.work.path().join("output.npy"),
         );
-        hrnet_runtime::npy::write_f32(&x, &self.input_shape, input)?;
+        let mut shape = self.input_shape;
+        shape[0] = inputs.len();
+        hrnet_runtime::npy::write_f32(&xf, &shape, &inputs.concat())?;
         let threads = self.threads.to_string();
         let mut args = vec![
             "run".as_ref(),
             self.weights.as_os_str(),
             threads.as_ref(),
-            x.as_os_str(),
-            y.as_os_str(),
+            xf.as_os_str(),
+            yf.as_os_str(),
         ];
         args.extend(self.output.as_deref().map(std::ffi::OsStr::new));
         aot::invoke(&self.exe, &args)?;
-        let (_, out) = hrnet_runtime::npy::read_f32(&y)?;
-        if out.len() != output.len() {
-            return Err(hrnet_runtime::model::RunError::Output {
-                expected: self.output_shape,
-                actual: output.len(),
-            }
+        let (_, out) = hrnet_runtime::npy::read_f32(&yf)?;
+        if out.len() != per_output * outputs.len() {
+            return Err(aot::AotError::Run(format!(
+                "the binary wrote {} values for {} output(s) of {per_output}",
+                out.len(),
+                outputs.len()
+            ))
             .into());
         }
-        output.copy_from_slice(&out);
+        for (y, o) in outputs.iter_mut().zip(out.chunks(per_output)) {
+            y.copy_from_slice(o);
+        }
         Ok(())
+    }
+
+    /// Times the model in its own process on `batch` copies of [`aot::bench_input`] (which
+    /// the binary makes itself).
+    fn bench_in_process(
+        &mut self,
+        batch: usize,
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        let (threads, runs, warmup, batch) = (
+            self.threads.to_string(),
+            runs.to_string(),
+            warmup.to_string(),
+            batch.to_string(),
+        );
+        let out = aot::invoke(
+            &self.exe,
+            &[
+                "bench".as_ref(),
+                self.weights.as_os_str(),
+                threads.as_ref(),
+                runs.as_ref(),
+                warmup.as_ref(),
+                batch.as_ref(),
+            ],
+        )?;
+        let mut it = out.split_whitespace().map(str::parse::<f64>);
+        match (it.next(), it.next()) {
+            (Some(Ok(median_ms)), Some(Ok(min_ms))) => Ok(Timing { median_ms, min_ms }),
+            _ => Err(aot::AotError::Run(format!("unexpected benchmark output: {out}")).into()),
+        }
+    }
+}
+
+impl Engine for Aot {
+    fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
+        self.run_files(&[input], &mut [output], false)
+    }
+
+    /// One process for the whole batch: the binary runs whole inputs side by side on its
+    /// threads (`Model::run_batch`).
+    fn run_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), EngineError> {
+        check_batch(inputs, outputs)?;
+        self.run_files(inputs, outputs, true)
     }
 
     /// Times the model in its own process, on [`aot::bench_input`] (which the binary makes
@@ -479,26 +583,25 @@ impl Engine for Aot {
             let mut this = AotRuns(self);
             return this.bench(input, output, warmup, runs);
         }
-        let (threads, runs, warmup) = (
-            self.threads.to_string(),
-            runs.to_string(),
-            warmup.to_string(),
-        );
-        let out = aot::invoke(
-            &self.exe,
-            &[
-                "bench".as_ref(),
-                self.weights.as_os_str(),
-                threads.as_ref(),
-                runs.as_ref(),
-                warmup.as_ref(),
-            ],
-        )?;
-        let mut it = out.split_whitespace().map(str::parse::<f64>);
-        match (it.next(), it.next()) {
-            (Some(Ok(median_ms)), Some(Ok(min_ms))) => Ok(Timing { median_ms, min_ms }),
-            _ => Err(aot::AotError::Run(format!("unexpected benchmark output: {out}")).into()),
+        self.bench_in_process(1, warmup, runs)
+    }
+
+    /// As [`Aot::bench`], for a batch: in the binary's process when every input is
+    /// [`aot::bench_input`], else a process per timed `run_batch`.
+    fn bench_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        warmup: usize,
+        runs: usize,
+    ) -> Result<Timing, EngineError> {
+        check_batch(inputs, outputs)?;
+        let fixed = aot::bench_input(inputs[0].len());
+        if inputs.iter().any(|x| *x != fixed.as_slice()) {
+            let mut this = AotRuns(self);
+            return this.bench_batch(inputs, outputs, warmup, runs);
         }
+        self.bench_in_process(inputs.len(), warmup, runs)
     }
 }
 
@@ -508,6 +611,13 @@ struct AotRuns<'a>(&'a mut Aot);
 impl Engine for AotRuns<'_> {
     fn run(&mut self, input: &[f32], output: &mut [f32]) -> Result<(), EngineError> {
         self.0.run(input, output)
+    }
+    fn run_batch(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<(), EngineError> {
+        self.0.run_batch(inputs, outputs)
     }
 }
 

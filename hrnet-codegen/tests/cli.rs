@@ -466,8 +466,19 @@ fn bench_profile_reports_every_layer_kind() {
         line.starts_with("{\"engine\":\"aot\",\"threads\":2,\"median_ms\":"),
         "{line}"
     );
-    assert!(line.contains(",\"profile\":[{\"kind\":\"conv "), "{line}");
-    assert!(line.contains(",\"peak_gflops\":"), "{line}");
+    // The kinds come slowest first, an order that a busy machine can change (a preempted
+    // layout step once came first): check the set, not the order.
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let kinds: Vec<&str> = v["profile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["conv 3x3 s2 direct", "conv 1x1 s1 direct", "layout in/out"] {
+        assert!(kinds.contains(&kind), "{kind}: {line}");
+    }
+    assert!(v["peak_gflops"].as_f64().unwrap() > 0.0, "{line}");
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(
         table.contains("GFLOP/s") && table.contains("%pk") && table.contains("layout in/out"),
@@ -510,9 +521,27 @@ fn bench_batch_reports_images_per_second() {
         &hrnetc(&["bench", s(&config), "--batch", "0"]),
         "batch size from 1 to 1024",
     );
+    let b = hrnetc(&[
+        "bench",
+        s(&config),
+        "--batch",
+        "2",
+        "--engine",
+        "aot",
+        "--runs",
+        "2",
+    ]);
+    let line = String::from_utf8_lossy(&b.stdout);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (v["engine"].as_str(), v["batch"].as_u64()),
+        (Some("aot"), Some(2))
+    );
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0, "{line}");
     fails(
-        &hrnetc(&["bench", s(&config), "--batch", "2", "--engine", "aot"]),
-        "--batch is timed in-process",
+        &hrnetc(&["bench", s(&config), "--batch", "2", "--profile"]),
+        "does not apply with --batch",
     );
 }
 

@@ -1,5 +1,6 @@
-//! Times every HRNet-W32 pose 256×192 conv shape at 1 and 2 threads and estimates the
-//! whole-network conv time (each shape weighted by how often it occurs among W32's 293 convs).
+//! Times every HRNet-W32 pose 256×192 conv shape (or, `--net cls`, the direct convs of
+//! HRNet-W18-C at 224×224) at 1 and 2 threads and estimates the whole-network conv time (each
+//! shape weighted by how often it occurs).
 //!
 //! `cargo run --release -p hrnet-runtime --example kernel_bench [-- --quick] [--hot] [--shape NAME]`
 //! (`HRNET_ISA=avx2|portable` to time the other instruction sets).
@@ -71,6 +72,28 @@ fn w32() -> Vec<Shape> {
         s("up 256>64 1x1 8x6 x4", 2, (256, 64, 8, 6, 1, 1), 2),
         s("up 256>128 1x1 8x6 x2", 2, (256, 128, 8, 6, 1, 1), 1),
         s("final 32>17 1x1 64x48", 1, (32, 17, 64, 48, 1, 1), 0),
+    ]
+}
+
+/// The convs of HRNet-W18-C's classification head at 224×224 (`--net cls`), plus the
+/// backbone shapes where the direct algorithm runs (stem, layer 1, transitions).
+fn cls_w18() -> Vec<Shape> {
+    vec![
+        s("stem2 64>64 3x3s2 112x112", 1, (64, 64, 112, 112, 3, 2), 0),
+        s("l1 64>256 1x1 56x56", 5, (64, 256, 56, 56, 1, 1), 0),
+        s("l1 256>64 1x1 56x56", 3, (256, 64, 56, 56, 1, 1), 0),
+        s("t1 256>36 3x3s2 56x56", 1, (256, 36, 56, 56, 3, 2), 0),
+        s("incre0 18>128 1x1 56x56", 1, (18, 128, 56, 56, 1, 1), 0),
+        s("incre3 144>1024 1x1 7x7", 1, (144, 1024, 7, 7, 1, 1), 0),
+        s("down0 128>256 3x3s2 56x56", 1, (128, 256, 56, 56, 3, 2), 0),
+        s("down1 256>512 3x3s2 28x28", 1, (256, 512, 28, 28, 3, 2), 0),
+        s(
+            "down2 512>1024 3x3s2 14x14",
+            1,
+            (512, 1024, 14, 14, 3, 2),
+            0,
+        ),
+        s("final 1024>2048 1x1 7x7", 1, (1024, 2048, 7, 7, 1, 1), 0),
     ]
 }
 
@@ -155,7 +178,14 @@ fn main() {
     } else {
         (Duration::from_millis(60), 7)
     };
-    let shapes = w32();
+    let net = args
+        .iter()
+        .position(|a| a == "--net")
+        .map_or("w32", |i| args[i + 1].as_str());
+    let shapes = match net {
+        "cls" => cls_w18(),
+        _ => w32(),
+    };
     if args.iter().any(|a| a == "--bf16") {
         bf16_table(&shapes, only.as_deref(), budget, reps);
         return;
@@ -164,7 +194,7 @@ fn main() {
     let macs: usize = shapes.iter().map(|s| s.count * s.spec.macs()).sum();
     let isa = Isa::active();
     println!(
-        "HRNet-W32 pose 256x192: {n_convs} convs, {:.3} GMACs; ISA {isa:?}; weights {}",
+        "{net}: {n_convs} convs, {:.3} GMACs; ISA {isa:?}; weights {}",
         macs as f64 * 1e-9,
         if hot_weights() {
             "hot (one copy)"
@@ -318,7 +348,7 @@ fn main() {
     println!();
     for (t, goal) in [(1usize, 115.0), (2, 55.0)] {
         println!(
-            "estimated W32 conv time, {t} thread(s), fastest algorithm per shape: {:.1} ms (caller CPU time, median; min {:.1} ms; wall {:.1} ms); goal {goal} ms; {:.0} effective GFLOP/s",
+            "estimated {net} conv time, {t} thread(s), fastest algorithm per shape: {:.1} ms (caller CPU time, median; min {:.1} ms; wall {:.1} ms); goal {goal} ms; {:.0} effective GFLOP/s",
             totals[t - 1][0] * 1e3,
             totals[t - 1][2] * 1e3,
             totals[t - 1][1] * 1e3,

@@ -684,6 +684,50 @@ pub(crate) unsafe fn microkernel<V: Vf, const NB: usize, const NP: usize>(
     }
 }
 
+/// [`microkernel`] for `NP` pixels at any offsets `offs` (floats from `inp`) instead of
+/// `pix` apart: a strip that wraps from the end of one output row to the start of the next.
+/// The sums are accumulated in the same order as by [`microkernel`], so every output has the
+/// same bits whichever of the two computes it.
+///
+/// # Safety
+/// As [`microkernel`], with `inp + offs[p]` in place of `inp + p · pix`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn microkernel_at<V: Vf, const NB: usize, const NP: usize>(
+    inp: *const f32,
+    offs: &[usize; NP],
+    taps: &[usize],
+    n_icb: usize,
+    icb_stride: usize,
+    last_ic: usize,
+    w: *const f32,
+    w_row: usize,
+) -> [[V; NB]; NP] {
+    // SAFETY: the caller guarantees every address formed here is valid (see the doc).
+    unsafe {
+        let mut acc = [[V::zero(); NB]; NP];
+        let mut wp = w;
+        for ib in 0..n_icb {
+            let nic = if ib + 1 == n_icb { last_ic } else { BLOCK };
+            let base = inp.add(ib * icb_stride);
+            for &t in taps {
+                let ip = base.add(t);
+                if nic == BLOCK {
+                    for ic in 0..BLOCK {
+                        fma_step_at(&mut acc, ip.add(ic), offs, wp.add(ic * w_row));
+                    }
+                } else {
+                    for ic in 0..nic {
+                        fma_step_at(&mut acc, ip.add(ic), offs, wp.add(ic * w_row));
+                    }
+                }
+                wp = wp.add(BLOCK * w_row);
+            }
+        }
+        acc
+    }
+}
+
 /// One input channel of [`microkernel`]: loads the `NB` weight vectors at `w`, then for each
 /// pixel broadcasts its input (`x`, `x + pix`, …) and does its `NB` FMAs right away, so only
 /// one broadcast is live at a time (`NB·NP + NB + 1` registers).
@@ -712,6 +756,32 @@ unsafe fn fma_step<V: Vf, const NB: usize, const NP: usize>(
     }
 }
 
+/// [`fma_step`] for pixels at offsets `offs` from `x`.
+///
+/// # Safety
+/// `w` is valid for `NB · 16` floats, `x + offs[p]` for every `p < NP`.
+#[inline(always)]
+unsafe fn fma_step_at<V: Vf, const NB: usize, const NP: usize>(
+    acc: &mut [[V; NB]; NP],
+    x: *const f32,
+    offs: &[usize; NP],
+    w: *const f32,
+) {
+    // SAFETY: caller's contract.
+    unsafe {
+        let mut wv = [V::zero(); NB];
+        for (b, wb) in wv.iter_mut().enumerate() {
+            *wb = V::load(w.add(b * BLOCK));
+        }
+        for (ap, &o) in acc.iter_mut().zip(offs) {
+            let xv = V::bcast(x.add(o));
+            for b in 0..NB {
+                ap[b] = V::fma(xv, wv[b], ap[b]);
+            }
+        }
+    }
+}
+
 /// A strip of `N` consecutive output pixels (or tiles) handled by one microkernel call.
 pub(crate) trait Strip {
     /// Computes and stores the strip starting at `x0`, for the `NB` blocks starting at group
@@ -732,9 +802,24 @@ pub(crate) unsafe fn strips<S: Strip, V: Vf, const NB: usize, const NP: usize>(
     n: usize,
     sub: usize,
 ) {
-    // SAFETY: every strip stays within `0..n` (caller's contract).
+    // SAFETY: forwarded contract.
+    unsafe { strips_from::<S, V, NB, NP>(s, 0, n, sub) }
+}
+
+/// Covers pixels `x0..n` with strips of `NP`, then 8, 4, 2, 1.
+///
+/// # Safety
+/// As [`Strip::strip`] for every strip.
+#[inline(always)]
+unsafe fn strips_from<S: Strip, V: Vf, const NB: usize, const NP: usize>(
+    s: &S,
+    x0: usize,
+    n: usize,
+    sub: usize,
+) {
+    // SAFETY: every strip stays within `x0..n` (caller's contract).
     unsafe {
-        let mut x = 0;
+        let mut x = x0;
         while x + NP <= n {
             s.strip::<V, NB, NP>(x, sub);
             x += NP;
@@ -858,23 +943,69 @@ unsafe fn direct_rows<V: Vf, const NB: usize, const NP: usize, const S: usize>(
 ) {
     let (sb, nbg) = group(j.ocb, g);
     let col = super::HALO - j.pad;
+    let wo = j.w_out;
+    let stride = if S == 0 { j.stride } else { S };
+    // Input at output pixel (oy, 0), tap (0, 0).
+    let row_at = |oy: usize| {
+        let row = oy * stride + super::HALO - j.pad;
+        // SAFETY: `row`/`col` are inside the haloed input (padding ≤ halo).
+        unsafe { j.inp.add(row * j.ins.row_stride() + col * BLOCK) }
+    };
+    let row_ctx = |oy: usize| DirectRow::<S> {
+        j,
+        oy,
+        sb,
+        nbg,
+        ip: row_at(oy),
+        // SAFETY: the group's weights start at `w_block · sb`, inside the packed buffer
+        // checked by `conv`.
+        wg: unsafe { j.w.add(j.w_block * sb) },
+    };
     let mut sub = 0;
     while sub < nbg {
-        for oy in r0..r1 {
-            let row = oy * j.stride + super::HALO - j.pad;
-            // SAFETY: `row`/`col` are inside the haloed input; the group's weights start at
-            // `w_block · sb`, inside the packed buffer checked by `conv`.
+        // The rows' pixels one after the other in strips of `NP`; a strip that would cross
+        // the end of a row wraps to the next one (`microkernel_at`), so narrow outputs (7, 14
+        // or 28 pixels) need no short strips but at the very end.
+        let (mut q, end) = (r0 * wo, r1 * wo);
+        while q + NP <= end {
+            let (oy, ox) = (q / wo, q % wo);
+            // SAFETY: pixels `q..q + NP` are inside the conv's output; see `DirectRow`.
             unsafe {
-                let r = DirectRow::<S> {
-                    j,
-                    oy,
-                    sb,
-                    nbg,
-                    ip: j.inp.add(row * j.ins.row_stride() + col * BLOCK),
-                    wg: j.w.add(j.w_block * sb),
-                };
-                strips::<_, V, NB, NP>(&r, j.w_out, sub);
+                if ox + NP <= wo {
+                    row_ctx(oy).strip::<V, NB, NP>(ox, sub);
+                } else {
+                    let base = row_at(oy);
+                    let mut offs = [0usize; NP];
+                    for (p, o) in offs.iter_mut().enumerate() {
+                        let (dy, x) = ((ox + p) / wo, (ox + p) % wo);
+                        *o = row_at(oy + dy).offset_from(base) as usize + x * stride * BLOCK;
+                    }
+                    let acc = microkernel_at::<V, NB, NP>(
+                        base,
+                        &offs,
+                        &j.taps[..j.n_taps],
+                        j.n_icb,
+                        j.ins.block_stride(),
+                        j.last_ic,
+                        j.w.add(j.w_block * sb + sub * BLOCK),
+                        nbg * BLOCK,
+                    );
+                    for (p, ap) in acc.iter().enumerate() {
+                        let (dy, x) = ((ox + p) / wo, (ox + p) % wo);
+                        for (b, &v) in ap.iter().enumerate() {
+                            j.out.put(sb + sub + b, oy + dy, x, v);
+                        }
+                    }
+                }
             }
+            q += NP;
+        }
+        // Fewer than `NP` pixels left: short strips, row by row.
+        while q < end {
+            let (oy, ox) = (q / wo, q % wo);
+            // SAFETY: pixels `ox..wo` of row `oy < r1` are inside the conv's output.
+            unsafe { strips_from::<_, V, NB, NP>(&row_ctx(oy), ox, wo, sub) };
+            q += wo - ox;
         }
         sub += NB;
     }

@@ -1,17 +1,16 @@
 //! `hrnetc bench CONFIG [--size H W] [--weights W] [--engine E] [--threads N] [--runs R] [--profile]
 //! [--batch B]`: one JSON line, `{"engine":…,"threads":…,"median_ms":…,"min_ms":…,"runs":…}`;
-//! with `--batch`, the times are of a batch of B inputs (`run_batch`: with the JIT, whole
-//! inputs side by side on the threads) and the line adds `"batch"` and `"images_per_s"`.
+//! with `--batch`, the times are of a batch of B inputs (`run_batch`: with the JIT and AOT
+//! engines, whole inputs side by side on the threads) and the line adds `"batch"` and `"images_per_s"`.
 
 use crate::loaded::{finite, parse_threads, read_checkpoint, round, size_arg, Loaded};
 use anyhow::{bail, Context, Result};
-use hrnet_codegen::engine::{Engine, EngineKind, Timing};
+use hrnet_codegen::engine::{Engine, EngineKind};
 use hrnet_codegen::{aot, driver, profile};
 use hrnet_runtime::weights::{self, BindOptions};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 /// Most timed runs (the runs are kept to take their median).
 const MAX_RUNS: usize = 1_000_000;
@@ -47,8 +46,8 @@ pub struct Args {
     /// Accept checkpoint tensors the network does not use.
     #[arg(long)]
     ignore_extra: bool,
-    /// Time batches of B inputs (`run_batch`; the JIT runs whole inputs side by side on
-    /// its threads) and report images per second.
+    /// Time batches of B inputs (`run_batch`; the JIT and AOT engines run whole inputs side
+    /// by side on their threads) and report images per second.
     #[arg(long, value_name = "B", value_parser = parse_batch)]
     batch: Option<usize>,
 }
@@ -113,8 +112,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         ),
         (Some(e), false) => e,
     };
-    if a.batch.is_some() && (a.profile || kind == EngineKind::Aot) {
-        bail!("--batch is timed in-process: use --engine jit (or reference), without --profile");
+    if a.batch.is_some() && a.profile {
+        bail!("--profile times one input at a time; it does not apply with --batch");
     }
     let loaded = Loaded::load_at(&a.config, size_arg(a.size.as_deref())?)?;
     let opts = BindOptions {
@@ -191,7 +190,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
                 let xs: Vec<&[f32]> = vec![&x[..]; n];
                 let mut outs = vec![y.clone(); n];
                 let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|y| &mut y[..]).collect();
-                let t = bench_batch(&mut *eng, &xs, &mut ys, kind.warmup_runs(), a.runs)?;
+                let t = eng.bench_batch(&xs, &mut ys, kind.warmup_runs(), a.runs)?;
                 let per_s = n as f64 / (t.median_ms / 1e3);
                 (
                     t,
@@ -215,28 +214,4 @@ pub fn main(a: Args) -> Result<ExitCode> {
     println!("{}", serde_json::to_string(&line)?);
     drop(random_file);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Median and fastest of `runs` timed batches after `warmup` untimed ones.
-fn bench_batch(
-    eng: &mut dyn Engine,
-    xs: &[&[f32]],
-    ys: &mut [&mut [f32]],
-    warmup: usize,
-    runs: usize,
-) -> Result<Timing> {
-    for _ in 0..warmup {
-        eng.run_batch(xs, ys)?;
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        eng.run_batch(xs, ys)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(Timing {
-        median_ms: times[times.len() / 2],
-        min_ms: times[0],
-    })
 }
